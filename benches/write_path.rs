@@ -1,0 +1,144 @@
+//! The write hot path, stage by stage and whole: scan + validate, gunzip, and
+//! `ingest` (scan, validate, route, batch) from a request body to batch buffers.
+//!
+//! Inputs are the classic devops `cpu` lines (10 tags, 10 float fields, ~386
+//! bytes), generated once. Every benchmark checks its answer (lines counted).
+//! Run: `cargo bench --bench write_path`.
+
+use std::fmt;
+use std::time::SystemTime;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use fluxgate::api::write::ingest;
+use fluxgate::batch::{Batcher, Target};
+use fluxgate::config::Config;
+use fluxgate::lp::gzip::Gunzip;
+use fluxgate::lp::line::parse_line;
+use fluxgate::lp::precision::Precision;
+use fluxgate::lp::scan::scan_lines;
+use fluxgate::route::Router;
+
+/// A request body shape; its `Display` is the benchmark id.
+#[derive(Clone, Copy)]
+struct Scenario {
+    lines: usize,
+    escapes: bool,
+}
+
+impl fmt::Display for Scenario {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = if self.escapes { "escaped" } else { "plain" };
+        write!(f, "{}_lines_cpu_{kind}", self.lines)
+    }
+}
+
+impl Scenario {
+    fn body(self) -> Vec<u8> {
+        let mut body = String::new();
+        for i in 0..self.lines {
+            let host = if self.escapes {
+                format!("host\\ {}\\,x", i % 100)
+            } else {
+                format!("host_{}", i % 100)
+            };
+            body.push_str(&format!(
+                "cpu,hostname={host},region=eu-west-1,datacenter=eu-west-1a,rack=42,os=Ubuntu16.10,arch=x86,\
+                 team=NYC,service=18,service_version=1,service_environment=production \
+                 usage_user=58.1317,usage_system=2.6454,usage_idle=24.1239,usage_nice=61.0421,usage_iowait=22.9345,\
+                 usage_irq=63.6204,usage_softirq=6.6546,usage_steal=37.9463,usage_guest=36.5812,usage_guest_nice=4.9213 \
+                 {}\n",
+                1_451_606_400_000_000_000_i64 + i as i64 * 1_000_000_000
+            ));
+        }
+        body.into_bytes()
+    }
+}
+
+const SCENARIOS: [Scenario; 2] = [
+    Scenario {
+        lines: 5000,
+        escapes: false,
+    },
+    Scenario {
+        lines: 5000,
+        escapes: true,
+    },
+];
+
+fn scan_and_validate(c: &mut Criterion) {
+    let mut group = c.benchmark_group("scan_validate");
+    for scenario in SCENARIOS {
+        let body = scenario.body();
+        group.throughput(Throughput::Bytes(body.len() as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(scenario), &body, |b, body| {
+            b.iter(|| {
+                let valid = scan_lines(body)
+                    .filter(|(_, line)| parse_line(line).is_ok())
+                    .count();
+                assert_eq!(valid, scenario.lines);
+            });
+        });
+    }
+    group.finish();
+}
+
+fn gunzip(c: &mut Criterion) {
+    let mut group = c.benchmark_group("gunzip");
+    let scenario = SCENARIOS[0];
+    let body = scenario.body();
+    let mut compressor = libdeflater::Compressor::new(libdeflater::CompressionLvl::default());
+    let mut compressed = vec![0; compressor.gzip_compress_bound(body.len())];
+    let len = compressor.gzip_compress(&body, &mut compressed).unwrap();
+    compressed.truncate(len);
+    let mut gunzip = Gunzip::new();
+    let mut out = Vec::new();
+    group.throughput(Throughput::Bytes(body.len() as u64));
+    group.bench_function(BenchmarkId::from_parameter(scenario), |b| {
+        b.iter(|| {
+            gunzip.decompress(&compressed, &mut out, 1 << 30).unwrap();
+            assert_eq!(out.len(), body.len());
+        });
+    });
+    group.finish();
+}
+
+fn whole_ingest(c: &mut Criterion) {
+    let config = Config::from_toml(
+        "[[backends]]\nname = \"a\"\nurl = \"http://h:1\"\n[[backends]]\nname = \"b\"\nurl = \"http://h:2\"\n\
+         [routes]\n_default_ = [\"a\", \"b\"]\nmem = [\"a\"]",
+    )
+    .unwrap();
+    let router = Router::new(&config);
+    let target = Target {
+        db: "bench",
+        rp: None,
+        precision: Precision::Nanoseconds,
+        authorization: None,
+    };
+    let mut group = c.benchmark_group("ingest");
+    for scenario in SCENARIOS {
+        let body = scenario.body();
+        let mut batcher = Batcher::new(router.set_count(), 1 << 20);
+        let mut scratch = Vec::new();
+        group.throughput(Throughput::Elements(scenario.lines as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(scenario), &body, |b, body| {
+            b.iter(|| {
+                let report = ingest(
+                    &router,
+                    &mut batcher,
+                    &mut scratch,
+                    &target,
+                    body,
+                    SystemTime::now(),
+                );
+                assert_eq!(report.accepted, scenario.lines);
+                batcher.flush_all();
+                assert!(batcher.take_ready().count() >= 1);
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, scan_and_validate, gunzip, whole_ingest);
+criterion_main!(benches);

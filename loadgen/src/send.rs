@@ -1,0 +1,344 @@
+//! The write clients: one thread per connection, each a blocking keep-alive
+//! HTTP/1.1 client posting pre-built bodies to `/write`.
+//!
+//! Threads take request indexes from one shared counter, so together they send
+//! requests `0, 1, 2, ...` in order whatever their speed. With `--rate` each index
+//! has an intended send time (`start + index / rate`) and latency is measured from
+//! it, not from when a busy connection got round to sending: a stalled server shows
+//! up as latency rather than as fewer, faster requests (coordinated omission).
+//! Without a rate, each thread sends as soon as its previous response arrives.
+//!
+//! Nothing is shared per request but the index counter and three progress counters;
+//! each thread keeps its own histogram and error counts, merged by `report.rs`.
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use hdrhistogram::Histogram;
+
+use crate::body::Bodies;
+use crate::gen::Generator;
+use crate::http::{push_percent_encoded, write_request_head, ResponseReader, Target};
+
+/// Longest wait for connect, send or response before the request counts as a
+/// connection error. Generous: a loaded InfluxDB may take seconds per batch.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(30);
+/// Pause after a failed connect, so a down target is not hammered in a loop.
+const RECONNECT_DELAY: Duration = Duration::from_millis(100);
+/// Highest latency the histograms hold (values above are clamped), in µs.
+pub const MAX_LATENCY_US: u64 = 3_600_000_000; // 1 hour
+/// Significant digits kept by the latency histograms.
+pub const LATENCY_SIGFIG: u8 = 3;
+/// Progress line period.
+const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
+/// Error response bodies kept for the report, per status.
+const ERROR_SAMPLE_BYTES: usize = 200;
+
+/// How long and how hard to send.
+#[derive(Clone, Copy, Debug)]
+pub struct RunPlan {
+    pub connections: usize,
+    /// Stop after this many requests (from `--points`).
+    pub max_requests: Option<u64>,
+    /// Send nothing intended to start after this long (from `--duration`).
+    pub duration: Option<Duration>,
+    /// Requests per second over all connections; `None` sends as fast as answered.
+    pub rate: Option<f64>,
+    pub gzip: bool,
+}
+
+/// What one connection thread counted.
+pub struct ConnStats {
+    /// Request-to-response latency in µs, for every HTTP response of any status.
+    pub latency_us: Histogram<u64>,
+    pub requests: u64,
+    /// Requests answered 2xx.
+    pub requests_ok: u64,
+    /// Points in requests answered 2xx.
+    pub points_ok: u64,
+    /// Request heads and bodies written.
+    pub bytes_sent: u64,
+    /// Failed requests by HTTP status.
+    pub status_errors: BTreeMap<u16, u64>,
+    /// First error body seen per status, truncated.
+    pub error_samples: BTreeMap<u16, String>,
+    /// Requests lost to connect, send or receive failures.
+    pub connection_errors: u64,
+    /// First connection error message.
+    pub connection_error_sample: Option<String>,
+}
+
+/// Counters read by the progress line.
+#[derive(Default)]
+struct Progress {
+    points_ok: AtomicU64,
+    errors: AtomicU64,
+}
+
+/// The `/write` path with its query string.
+pub fn write_path(db: &str, precision: &str) -> String {
+    let mut path = String::from("/write?db=");
+    push_percent_encoded(&mut path, db);
+    path.push_str("&precision=");
+    push_percent_encoded(&mut path, precision);
+    path
+}
+
+/// Opens one connection to check the target is up before building bodies.
+///
+/// # Errors
+///
+/// If the connection is refused or times out.
+pub fn check_reachable(target: &Target) -> Result<()> {
+    let stream = TcpStream::connect_timeout(&target.addr, IO_TIMEOUT)
+        .with_context(|| format!("cannot reach {} ({})", target.authority, target.addr))?;
+    let _ = stream.shutdown(Shutdown::Both);
+    Ok(())
+}
+
+/// Sends `CREATE DATABASE` through `/query`, as InfluxDB and the proxy accept it.
+///
+/// # Errors
+///
+/// If the request fails or the answer is not a 200 without an `"error"`.
+pub fn create_database(target: &Target, db: &str) -> Result<()> {
+    let statement = format!(
+        "CREATE DATABASE \"{}\"",
+        db.replace('\\', "\\\\").replace('"', "\\\"")
+    );
+    let mut form = String::from("q=");
+    push_percent_encoded(&mut form, &statement);
+    let mut conn = Connection::open(target)?;
+    let mut head = Vec::new();
+    write_request_head(
+        &mut head,
+        "POST",
+        "/query",
+        target,
+        "application/x-www-form-urlencoded",
+        None,
+        form.len(),
+    );
+    conn.stream.write_all(&head)?;
+    conn.stream.write_all(form.as_bytes())?;
+    let response = conn.reader.read_response(&mut conn.stream)?;
+    let body = String::from_utf8_lossy(response.body);
+    // InfluxDB reports statement errors inside a 200: {"results":[{"error":...}]}.
+    if response.status != 200 || body.contains("\"error\"") {
+        bail!("{statement} answered {}: {body}", response.status);
+    }
+    Ok(())
+}
+
+/// Runs the connection threads to the end of the plan, printing progress to stderr
+/// once a second. Returns each thread's counts and the run's wall time.
+pub fn run(
+    target: &Target,
+    path: &str,
+    generator: &Generator,
+    bodies: &Bodies,
+    plan: RunPlan,
+) -> (Vec<ConnStats>, Duration) {
+    let next_index = AtomicU64::new(0);
+    let progress = Progress::default();
+    let start = Instant::now();
+    let stats = thread::scope(|scope| {
+        let handles: Vec<_> = (0..plan.connections)
+            .map(|id| {
+                let client = Client {
+                    target,
+                    path,
+                    generator,
+                    bodies,
+                    plan,
+                    next_index: &next_index,
+                    progress: &progress,
+                    start,
+                };
+                thread::Builder::new()
+                    .name(format!("loadgen-conn-{id}"))
+                    .spawn_scoped(scope, move || client.run())
+                    .expect("spawning a connection thread")
+            })
+            .collect();
+        report_progress(&progress, start, || handles.iter().all(|h| h.is_finished()));
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("connection thread panicked"))
+            .collect()
+    });
+    (stats, start.elapsed())
+}
+
+/// Prints a progress line every [`PROGRESS_INTERVAL`] until `done()`.
+fn report_progress(progress: &Progress, start: Instant, done: impl Fn() -> bool) {
+    let mut last_points = 0;
+    let mut next_tick = start + PROGRESS_INTERVAL;
+    // Sleep in short steps so the run's end is noticed promptly.
+    let poll = Duration::from_millis(20);
+    while !done() {
+        let now = Instant::now();
+        if now < next_tick {
+            thread::sleep(poll.min(next_tick - now));
+            continue;
+        }
+        let points = progress.points_ok.load(Ordering::Relaxed);
+        let elapsed = start.elapsed().as_secs_f64();
+        eprintln!(
+            "[{elapsed:5.1}s] {points} points, {} points/s last second, {:.0} points/s so far, {} errors",
+            points - last_points,
+            points as f64 / elapsed,
+            progress.errors.load(Ordering::Relaxed),
+        );
+        last_points = points;
+        next_tick += PROGRESS_INTERVAL;
+    }
+}
+
+/// One connection thread's view of the run.
+struct Client<'a> {
+    target: &'a Target,
+    path: &'a str,
+    generator: &'a Generator,
+    bodies: &'a Bodies,
+    plan: RunPlan,
+    next_index: &'a AtomicU64,
+    progress: &'a Progress,
+    start: Instant,
+}
+
+/// A keep-alive connection and its read buffer.
+struct Connection {
+    stream: TcpStream,
+    reader: ResponseReader,
+}
+
+impl Connection {
+    fn open(target: &Target) -> io::Result<Connection> {
+        let stream = TcpStream::connect_timeout(&target.addr, IO_TIMEOUT)?;
+        // The head and the body's last segment must not wait for an ACK (Nagle
+        // against delayed ACK costs up to 40 ms a request).
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(IO_TIMEOUT))?;
+        stream.set_write_timeout(Some(IO_TIMEOUT))?;
+        Ok(Connection {
+            stream,
+            reader: ResponseReader::new(),
+        })
+    }
+}
+
+impl Client<'_> {
+    fn run(self) -> ConnStats {
+        let mut stats = ConnStats {
+            latency_us: Histogram::new_with_bounds(1, MAX_LATENCY_US, LATENCY_SIGFIG)
+                .expect("valid histogram bounds"),
+            requests: 0,
+            requests_ok: 0,
+            points_ok: 0,
+            bytes_sent: 0,
+            status_errors: BTreeMap::new(),
+            error_samples: BTreeMap::new(),
+            connection_errors: 0,
+            connection_error_sample: None,
+        };
+        let deadline = self.plan.duration.map(|d| self.start + d);
+        let mut connection: Option<Connection> = None;
+        let mut scratch = Vec::new();
+        let mut head = Vec::new();
+        loop {
+            let index = self.next_index.fetch_add(1, Ordering::Relaxed);
+            if self.plan.max_requests.is_some_and(|max| index >= max) {
+                break;
+            }
+            let intended = match self.plan.rate {
+                Some(rate) => self.start + Duration::from_secs_f64(index as f64 / rate),
+                None => Instant::now(),
+            };
+            // Past the deadline nothing new starts, even if a slow target left
+            // requests scheduled earlier unsent (the report counts those).
+            if deadline.is_some_and(|d| intended >= d || Instant::now() >= d) {
+                break;
+            }
+            let now = Instant::now();
+            if intended > now {
+                thread::sleep(intended - now);
+            }
+            let body = self
+                .bodies
+                .request_body(self.generator, index, &mut scratch);
+            write_request_head(
+                &mut head,
+                "POST",
+                self.path,
+                self.target,
+                "text/plain; charset=utf-8",
+                self.plan.gzip.then_some("gzip"),
+                body.bytes.len(),
+            );
+            stats.requests += 1;
+            match send(&mut connection, self.target, &head, body.bytes) {
+                Ok((status, close, error_body)) => {
+                    let latency = intended.elapsed().as_micros() as u64;
+                    stats.latency_us.saturating_record(latency.max(1));
+                    stats.bytes_sent += (head.len() + body.bytes.len()) as u64;
+                    if (200..300).contains(&status) {
+                        stats.requests_ok += 1;
+                        stats.points_ok += body.lines as u64;
+                        self.progress
+                            .points_ok
+                            .fetch_add(body.lines as u64, Ordering::Relaxed);
+                    } else {
+                        *stats.status_errors.entry(status).or_default() += 1;
+                        stats.error_samples.entry(status).or_insert(error_body);
+                        self.progress.errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if close {
+                        connection = None;
+                    }
+                }
+                Err(e) => {
+                    connection = None;
+                    stats.connection_errors += 1;
+                    stats
+                        .connection_error_sample
+                        .get_or_insert_with(|| e.to_string());
+                    self.progress.errors.fetch_add(1, Ordering::Relaxed);
+                    thread::sleep(RECONNECT_DELAY);
+                }
+            }
+        }
+        stats
+    }
+}
+
+/// Sends one request on `connection` (opening it if needed) and reads the answer:
+/// status, whether the server closes, and the body if the status is an error.
+fn send(
+    connection: &mut Option<Connection>,
+    target: &Target,
+    head: &[u8],
+    body: &[u8],
+) -> io::Result<(u16, bool, String)> {
+    let conn = match connection {
+        Some(conn) => conn,
+        None => connection.insert(Connection::open(target)?),
+    };
+    conn.stream.write_all(head)?;
+    conn.stream.write_all(body)?;
+    let response = conn.reader.read_response(&mut conn.stream)?;
+    let error_body = if (200..300).contains(&response.status) {
+        String::new()
+    } else {
+        let end = response.body.len().min(ERROR_SAMPLE_BYTES);
+        String::from_utf8_lossy(&response.body[..end])
+            .trim()
+            .to_owned()
+    };
+    Ok((response.status, response.close, error_body))
+}

@@ -1,0 +1,470 @@
+//! `POST /write`: parameters, admission, then decode -> scan -> route -> batch.
+//!
+//! The hot path is [`ingest`]: it walks the body in place and copies each valid
+//! line once, into its batch. It allocates nothing per line; error messages are
+//! built only for rejected lines, and at most `MAX_REPORTED_ERRORS` of them.
+//!
+//! InfluxDB's partial-write semantics are kept: valid lines are written even when
+//! others in the same body are rejected, and the answer says which were dropped
+//! ([handler.go](https://github.com/influxdata/influxdb/blob/v1.8.10/services/httpd/handler.go#L1029-L1037)).
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::time::{Duration, Instant, SystemTime};
+
+use base64::Engine;
+
+use crate::batch::{Batcher, Target};
+use crate::error::ApiError;
+use crate::lp::line::{parse_line, unescape_measurement};
+use crate::lp::precision::Precision;
+use crate::lp::scan::scan_lines;
+use crate::route::{Router, SetId};
+use crate::server::request::Head;
+use crate::server::response::Response;
+use crate::server::worker::{Worker, WorkerState};
+use crate::urlencoded;
+
+/// Rejected lines described in one answer; the rest are only counted.
+const MAX_REPORTED_ERRORS: usize = 10;
+/// Bytes of a rejected line quoted in its error.
+const MAX_QUOTED_LINE_BYTES: usize = 256;
+/// How often a write waiting for full backend queues looks again.
+const ADMISSION_POLL: Duration = Duration::from_millis(1);
+
+/// The query parameters of a write, decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteParams {
+    pub db: String,
+    pub rp: Option<String>,
+    pub precision: Precision,
+    /// The `Authorization` header to send to backends: the client's own header,
+    /// or Basic built from its `u` and `p` parameters.
+    pub authorization: Option<String>,
+}
+
+impl WriteParams {
+    /// # Errors
+    /// `ApiError::BadParameter` with InfluxDB's message.
+    pub fn parse(query: &str, authorization: Option<&str>) -> Result<WriteParams, ApiError> {
+        let mut db = None;
+        let mut rp = None;
+        let mut precision = Precision::Nanoseconds;
+        let mut user = None;
+        let mut password = None;
+        for (key, value) in urlencoded::pairs(query) {
+            let decoded = || {
+                urlencoded::decode(value).ok_or_else(|| {
+                    ApiError::BadParameter(format!("invalid encoding of parameter {key:?}"))
+                })
+            };
+            match key {
+                "db" => db = Some(decoded()?),
+                "rp" => rp = Some(decoded()?).filter(|rp: &String| !rp.is_empty()),
+                "precision" => {
+                    let value = decoded()?;
+                    precision = Precision::parse(&value).ok_or_else(|| {
+                        ApiError::BadParameter(format!(
+                            "invalid precision {value:?}: use one of n, ns, u, µ, ms, s, m, h"
+                        ))
+                    })?;
+                }
+                "u" => user = Some(decoded()?),
+                "p" => password = Some(decoded()?),
+                _ => {}
+            }
+        }
+        let db = db
+            .filter(|db| !db.is_empty())
+            .ok_or_else(|| ApiError::BadParameter("database is required".to_owned()))?;
+        let authorization = match (authorization, user) {
+            (Some(header), _) => Some(header.to_owned()),
+            (None, Some(user)) => {
+                let credentials = format!("{user}:{}", password.unwrap_or_default());
+                Some(format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(credentials)
+                ))
+            }
+            (None, None) => None,
+        };
+        Ok(WriteParams {
+            db,
+            rp,
+            precision,
+            authorization,
+        })
+    }
+
+    pub fn target(&self) -> Target<'_> {
+        Target {
+            db: &self.db,
+            rp: self.rp.as_deref(),
+            precision: self.precision,
+            authorization: self.authorization.as_deref(),
+        }
+    }
+}
+
+/// Handles `POST /write`.
+pub async fn write(worker: &Worker, head: &Head, buf: &[u8], body: &[u8]) -> Response {
+    match try_write(worker, head, buf, body).await {
+        Ok(()) => Response::no_content(),
+        Err(e) => e.response(),
+    }
+}
+
+async fn try_write(worker: &Worker, head: &Head, buf: &[u8], body: &[u8]) -> Result<(), ApiError> {
+    let params = WriteParams::parse(head.query(buf), head.authorization(buf))?;
+    admit(worker).await?;
+    let received = SystemTime::now();
+    let shared = &worker.shared;
+    let report = {
+        let state = &mut *worker.state.borrow_mut();
+        let WorkerState {
+            batcher,
+            gunzip,
+            decompressed,
+            measurement,
+            ..
+        } = state;
+        let body = if head.gzip {
+            gunzip.decompress(
+                body,
+                decompressed,
+                shared.config.server.max_decompressed_bytes.as_usize(),
+            )?;
+            &decompressed[..]
+        } else {
+            body
+        };
+        let report = ingest(
+            &shared.router,
+            batcher,
+            measurement,
+            &params.target(),
+            body,
+            received,
+        );
+        if decompressed.capacity() > RETAINED_DECOMPRESSED_BYTES {
+            *decompressed = Vec::new();
+        }
+        report
+    };
+    worker.dispatch_ready();
+    report.into_result()
+}
+
+/// A worker keeps at most this much gunzip space between requests.
+const RETAINED_DECOMPRESSED_BYTES: usize = 16 << 20;
+
+/// Waits while batches of this worker wait for full writer queues: a write is
+/// only admitted once everything accepted before it has a place in a queue, so
+/// a slow or down backend pushes back on clients instead of growing memory.
+async fn admit(worker: &Worker) -> Result<(), ApiError> {
+    let started = Instant::now();
+    while !worker.state.borrow_mut().dispatcher.drain_overflow() {
+        if started.elapsed() >= worker.shared.config.write.queue_timeout {
+            let state = worker.state.borrow();
+            let names: Vec<&str> = state
+                .dispatcher
+                .blocked_backends()
+                .map(|id| worker.shared.config.backends[id].name.as_str())
+                .collect();
+            return Err(ApiError::QueueFull {
+                backends: names.join(", "),
+            });
+        }
+        monoio::time::sleep(ADMISSION_POLL).await;
+    }
+    Ok(())
+}
+
+/// What [`ingest`] did with a body.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct IngestReport {
+    pub accepted: usize,
+    pub dropped: usize,
+    /// InfluxDB-style descriptions of the first rejected lines, one per line.
+    pub errors: String,
+}
+
+impl IngestReport {
+    fn reject(&mut self, line_number: usize, describe: impl FnOnce(&mut String)) {
+        self.dropped += 1;
+        if self.dropped > MAX_REPORTED_ERRORS {
+            return;
+        }
+        if !self.errors.is_empty() {
+            self.errors.push('\n');
+        }
+        describe(&mut self.errors);
+        let _ = write!(self.errors, " (line {line_number})");
+    }
+
+    /// The answer InfluxDB would give: nothing, all lines rejected, or a partial write.
+    ///
+    /// # Errors
+    /// `ApiError::LinesRejected` when any line was dropped.
+    pub fn into_result(mut self) -> Result<(), ApiError> {
+        if self.dropped == 0 {
+            return Ok(());
+        }
+        if self.dropped > MAX_REPORTED_ERRORS {
+            let _ = write!(
+                self.errors,
+                "\n({} more lines rejected)",
+                self.dropped - MAX_REPORTED_ERRORS
+            );
+        }
+        if self.accepted == 0 {
+            return Err(ApiError::LinesRejected(self.errors));
+        }
+        Err(ApiError::LinesRejected(format!(
+            "partial write: {} dropped={}",
+            self.errors, self.dropped
+        )))
+    }
+}
+
+/// Scans, validates and routes every line of `body`, appending the good ones to
+/// their batches with `received` as the timestamp of lines that have none.
+/// `scratch` holds unescaped measurement names.
+pub fn ingest(
+    router: &Router,
+    batcher: &mut Batcher,
+    scratch: &mut Vec<u8>,
+    target: &Target<'_>,
+    body: &[u8],
+    received: SystemTime,
+) -> IngestReport {
+    let mut report = IngestReport::default();
+    // " <timestamp>" for lines without one, formatted once per request.
+    let mut suffix_buf = [0u8; 24];
+    let suffix_len = {
+        let mut cursor = &mut suffix_buf[..];
+        let _ = write!(cursor, " {}", target.precision.timestamp(received));
+        24 - cursor.len()
+    };
+    let suffix = &suffix_buf[..suffix_len];
+    let now = Instant::now();
+    batcher.begin_request();
+    // Consecutive lines nearly always share a measurement: route it once.
+    let mut last_route: Option<(&[u8], Option<SetId>)> = None;
+    for (line_number, line) in scan_lines(body) {
+        let parsed = match parse_line(line) {
+            Ok(parsed) => parsed,
+            Err(reason) => {
+                report.reject(line_number, |out| {
+                    let _ = write!(out, "unable to parse '{}': {reason}", Quoted(line));
+                });
+                continue;
+            }
+        };
+        let raw_measurement = &line[..parsed.measurement_end];
+        let set = match last_route {
+            Some((previous, set)) if previous == raw_measurement => set,
+            _ => {
+                let set = if parsed.measurement_escaped {
+                    scratch.clear();
+                    unescape_measurement(raw_measurement, scratch);
+                    router.route(scratch)
+                } else {
+                    router.route(raw_measurement)
+                };
+                last_route = Some((raw_measurement, set));
+                set
+            }
+        };
+        let Some(set) = set else {
+            report.reject(line_number, |out| {
+                let _ = write!(
+                    out,
+                    "no route for measurement '{}': add a route for it or a _default_ route",
+                    Quoted(raw_measurement)
+                );
+            });
+            continue;
+        };
+        let line_suffix: &[u8] = if parsed.has_timestamp { b"" } else { suffix };
+        batcher.append(set, target, line, line_suffix, now);
+        report.accepted += 1;
+    }
+    report
+}
+
+/// A line quoted in an error message: lossy UTF-8, cut at `MAX_QUOTED_LINE_BYTES`.
+struct Quoted<'a>(&'a [u8]);
+
+impl std::fmt::Display for Quoted<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0.len() > MAX_QUOTED_LINE_BYTES {
+            write!(
+                f,
+                "{}...",
+                String::from_utf8_lossy(&self.0[..MAX_QUOTED_LINE_BYTES])
+            )
+        } else {
+            write!(f, "{}", String::from_utf8_lossy(self.0))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn router(routes: &str) -> Router {
+        let config = Config::from_toml(&format!(
+            "[[backends]]\nname = \"a\"\nurl = \"http://h:1\"\n[[backends]]\nname = \"b\"\nurl = \"http://h:2\"\n[routes]\n{routes}"
+        ))
+        .unwrap();
+        Router::new(&config)
+    }
+
+    /// Ingests `body` and returns the report and the batches' bodies per set.
+    fn run(
+        router: &Router,
+        body: &str,
+        precision: Precision,
+    ) -> (IngestReport, Vec<(u32, String)>) {
+        let mut batcher = Batcher::new(router.set_count(), 1 << 20);
+        let target = Target {
+            db: "db",
+            rp: None,
+            precision,
+            authorization: None,
+        };
+        let received = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let mut scratch = Vec::new();
+        let report = ingest(
+            router,
+            &mut batcher,
+            &mut scratch,
+            &target,
+            body.as_bytes(),
+            received,
+        );
+        batcher.flush_all();
+        let batches = batcher
+            .take_ready()
+            .map(|(set, batch)| (set.0, String::from_utf8(batch.body.clone()).unwrap()))
+            .collect();
+        (report, batches)
+    }
+
+    #[test]
+    fn lines_without_timestamp_get_the_receive_time_in_the_request_precision() {
+        let r = router("_default_ = [\"a\"]");
+        let (report, batches) = run(&r, "cpu v=1\ncpu v=2 5\n", Precision::Seconds);
+        assert_eq!(report.accepted, 2);
+        assert_eq!(
+            batches,
+            vec![(0, "cpu v=1 1700000000\ncpu v=2 5\n".to_owned())]
+        );
+        let (_, batches) = run(&r, "cpu v=1", Precision::Milliseconds);
+        assert_eq!(batches, vec![(0, "cpu v=1 1700000000000\n".to_owned())]);
+    }
+
+    #[test]
+    fn lines_are_split_by_route_including_escaped_measurements() {
+        let r = router("_default_ = [\"a\", \"b\"]\ncpu = [\"a\"]\n\"my mem\" = [\"b\"]");
+        let (report, batches) = run(
+            &r,
+            "cpu v=1 1\nmy\\ mem v=2 2\ndisk v=3 3\ncpu_x v=4 4\n",
+            Precision::Nanoseconds,
+        );
+        assert_eq!(report.dropped, 0);
+        let cpu = r.route(b"cpu").unwrap().0;
+        let mem = r.route(b"my mem").unwrap().0;
+        let both = r.route(b"disk").unwrap().0;
+        let mut expected = vec![
+            (cpu, "cpu v=1 1\ncpu_x v=4 4\n".to_owned()),
+            (mem, "my\\ mem v=2 2\n".to_owned()),
+            (both, "disk v=3 3\n".to_owned()),
+        ];
+        expected.sort();
+        let mut batches = batches;
+        batches.sort();
+        assert_eq!(batches, expected);
+    }
+
+    #[test]
+    fn bad_lines_are_reported_and_good_lines_kept() {
+        let r = router("cpu = [\"a\"]");
+        let (report, batches) = run(
+            &r,
+            "cpu v=1 1\ncpu\n\ndisk v=1 1\ncpu v=2 2\n",
+            Precision::Nanoseconds,
+        );
+        assert_eq!(batches, vec![(0, "cpu v=1 1\ncpu v=2 2\n".to_owned())]);
+        let error = report.into_result().unwrap_err().to_string();
+        assert_eq!(
+            error,
+            "partial write: unable to parse 'cpu': missing fields (line 2)\n\
+             no route for measurement 'disk': add a route for it or a _default_ route (line 4) dropped=2"
+        );
+    }
+
+    #[test]
+    fn all_lines_bad_is_not_a_partial_write() {
+        let r = router("_default_ = [\"a\"]");
+        let (report, batches) = run(&r, "cpu\n", Precision::Nanoseconds);
+        assert!(batches.is_empty());
+        assert_eq!(
+            report.into_result().unwrap_err(),
+            ApiError::LinesRejected("unable to parse 'cpu': missing fields (line 1)".into())
+        );
+    }
+
+    #[test]
+    fn error_list_is_bounded() {
+        let r = router("_default_ = [\"a\"]");
+        let body = format!("{}cpu v=1 1\n", "x\n".repeat(1000));
+        let (report, _) = run(&r, &body, Precision::Nanoseconds);
+        assert_eq!(report.dropped, 1000);
+        let error = report.into_result().unwrap_err().to_string();
+        assert_eq!(
+            error.matches("unable to parse").count(),
+            MAX_REPORTED_ERRORS
+        );
+        assert!(
+            error.ends_with("(990 more lines rejected) dropped=1000"),
+            "{error}"
+        );
+        let long = format!("{} v=", "m".repeat(1000));
+        let (report, _) = run(&r, &long, Precision::Nanoseconds);
+        let error = report.into_result().unwrap_err().to_string();
+        assert!(error.len() < MAX_QUOTED_LINE_BYTES + 100, "{error}");
+    }
+
+    #[test]
+    fn write_params() {
+        let params =
+            WriteParams::parse("db=my%20db&rp=autogen&precision=ms&u=joe&p=s3cret", None).unwrap();
+        assert_eq!(params.db, "my db");
+        assert_eq!(params.rp.as_deref(), Some("autogen"));
+        assert_eq!(params.precision, Precision::Milliseconds);
+        assert_eq!(
+            params.authorization.as_deref(),
+            Some("Basic am9lOnMzY3JldA==")
+        );
+        let params = WriteParams::parse("db=x&u=joe&p=pw", Some("Token abc")).unwrap();
+        assert_eq!(params.authorization.as_deref(), Some("Token abc"));
+        let missing = ApiError::BadParameter("database is required".into());
+        assert_eq!(
+            WriteParams::parse("precision=s", None).unwrap_err(),
+            missing
+        );
+        assert_eq!(WriteParams::parse("db=", None).unwrap_err(), missing);
+        assert!(matches!(
+            WriteParams::parse("db=x&precision=fortnight", None),
+            Err(ApiError::BadParameter(_))
+        ));
+        assert!(matches!(
+            WriteParams::parse("db=%zz", None),
+            Err(ApiError::BadParameter(_))
+        ));
+    }
+}

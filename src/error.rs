@@ -1,0 +1,139 @@
+//! `ApiError`: every way a request can fail, and the one place where those
+//! failures become HTTP statuses (see the table in STYLE.md §4).
+
+use std::fmt;
+
+use crate::chunked::ChunkedError;
+use crate::lp::gzip::GzipError;
+use crate::server::response::Response;
+
+/// Seconds a client is asked to wait before retrying after a 503.
+const RETRY_AFTER_SECONDS: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiError {
+    /// The request head could not be parsed.
+    MalformedRequest(&'static str),
+    HeadTooLarge {
+        limit: usize,
+    },
+    BodyTooLarge {
+        limit: usize,
+    },
+    /// A `Content-Encoding` or `Transfer-Encoding` we do not decode.
+    UnsupportedEncoding(String),
+    Chunked(ChunkedError),
+    Gzip(GzipError),
+    /// The client stopped sending in the middle of a request.
+    ReadTimeout,
+    /// A missing or invalid query parameter, with InfluxDB's message.
+    BadParameter(String),
+    /// Some or all lines were rejected; the message is InfluxDB's
+    /// ("partial write: ... dropped=N" or "unable to parse ...").
+    LinesRejected(String),
+    /// Backend queues stayed full for `write.queue_timeout`.
+    QueueFull {
+        backends: String,
+    },
+    NotFound,
+    MethodNotAllowed,
+    NotImplemented(&'static str),
+}
+
+impl ApiError {
+    pub fn status(&self) -> u16 {
+        match self {
+            ApiError::MalformedRequest(_)
+            | ApiError::Chunked(
+                ChunkedError::InvalidSize | ChunkedError::MissingCrlf | ChunkedError::LineTooLong,
+            )
+            | ApiError::Gzip(GzipError::Corrupt)
+            | ApiError::BadParameter(_)
+            | ApiError::LinesRejected(_) => 400,
+            ApiError::NotFound => 404,
+            ApiError::MethodNotAllowed => 405,
+            ApiError::ReadTimeout => 408,
+            ApiError::BodyTooLarge { .. }
+            | ApiError::Chunked(ChunkedError::TooLarge { .. })
+            | ApiError::Gzip(GzipError::TooLarge { .. }) => 413,
+            ApiError::UnsupportedEncoding(_) => 415,
+            ApiError::HeadTooLarge { .. } => 431,
+            ApiError::NotImplemented(_) => 501,
+            ApiError::QueueFull { .. } => 503,
+        }
+    }
+
+    /// True when the request body may not have been read to its end, so the
+    /// connection cannot be reused for another request.
+    pub fn closes_connection(&self) -> bool {
+        matches!(
+            self,
+            ApiError::MalformedRequest(_)
+                | ApiError::HeadTooLarge { .. }
+                | ApiError::BodyTooLarge { .. }
+                | ApiError::UnsupportedEncoding(_)
+                | ApiError::Chunked(_)
+                | ApiError::ReadTimeout
+        )
+    }
+
+    pub fn response(&self) -> Response {
+        let mut response = Response::error(self.status(), self.to_string());
+        response.close = self.closes_connection();
+        if let ApiError::QueueFull { .. } = self {
+            response.retry_after = Some(RETRY_AFTER_SECONDS);
+        }
+        response
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ApiError::MalformedRequest(what) => write!(f, "malformed request: {what}"),
+            ApiError::HeadTooLarge { limit } => {
+                write!(f, "request head exceeds {limit} bytes (server.max_header_bytes)")
+            }
+            ApiError::BodyTooLarge { limit } => write!(
+                f,
+                "request body exceeds {limit} bytes (server.max_body_bytes): send smaller batches"
+            ),
+            ApiError::UnsupportedEncoding(encoding) => {
+                write!(f, "unsupported encoding {encoding:?}: send plain or gzip bodies")
+            }
+            ApiError::Chunked(ChunkedError::TooLarge { limit }) => write!(
+                f,
+                "request body exceeds {limit} bytes (server.max_body_bytes): send smaller batches"
+            ),
+            ApiError::Chunked(e) => write!(f, "malformed chunked body: {e}"),
+            ApiError::Gzip(GzipError::TooLarge { limit }) => write!(
+                f,
+                "decompressed body exceeds {limit} bytes (server.max_decompressed_bytes): send smaller batches"
+            ),
+            ApiError::Gzip(e) => write!(f, "{e}"),
+            ApiError::ReadTimeout => f.write_str("timed out reading the request"),
+            ApiError::BadParameter(message) | ApiError::LinesRejected(message) => f.write_str(message),
+            ApiError::QueueFull { backends } => write!(
+                f,
+                "backend queue full for {backends}: the backend is slow or down; retry later"
+            ),
+            ApiError::NotFound => f.write_str("not found"),
+            ApiError::MethodNotAllowed => f.write_str("method not allowed"),
+            ApiError::NotImplemented(what) => write!(f, "{what} is not implemented by this fluxgate version"),
+        }
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl From<ChunkedError> for ApiError {
+    fn from(e: ChunkedError) -> Self {
+        ApiError::Chunked(e)
+    }
+}
+
+impl From<GzipError> for ApiError {
+    fn from(e: GzipError) -> Self {
+        ApiError::Gzip(e)
+    }
+}

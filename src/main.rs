@@ -1,0 +1,116 @@
+//! The `fluxgate` binary: parse flags, load the config, start writers and
+//! workers, wait for SIGINT/SIGTERM, drain, exit.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::Parser;
+use fluxgate::config::{AckMode, Config};
+use fluxgate::route::Router;
+use fluxgate::server::worker::Shared;
+use fluxgate::server::Server;
+use fluxgate::shutdown::Shutdown;
+use fluxgate::writer::Writers;
+
+// mimalloc: per-thread free lists suit thread-per-core workers that allocate
+// batches on one thread and free them on a writer thread, and it is markedly
+// faster than glibc malloc for that cross-thread pattern.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// A replicating proxy in front of InfluxDB 1.x servers.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Path of the TOML configuration file.
+    #[arg(long, short, default_value = "fluxgate.toml")]
+    config: PathBuf,
+    /// Check the configuration and exit.
+    #[arg(long)]
+    check: bool,
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FLUXGATE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    if let Err(e) = run(&Args::parse()) {
+        tracing::error!("{e:#}");
+        eprintln!("fluxgate: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: &Args) -> anyhow::Result<()> {
+    let config = Config::load(&args.config)?;
+    if config.write.ack == AckMode::Durable {
+        anyhow::bail!(
+            "invalid config key `write.ack`: \"durable\" needs the spool, which this version does not have yet; \
+             use ack = \"accepted\" (points are acknowledged once queued in memory for every backend)"
+        );
+    }
+    if config.spool.is_some() {
+        tracing::warn!("[spool] is not implemented in this version and is ignored: failed batches are retried in memory");
+    }
+    if args.check {
+        println!("config {} is valid", args.config.display());
+        return Ok(());
+    }
+    let shutdown = Arc::new(Shutdown::new());
+    // Registered before any thread starts, so a signal is never missed.
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ])
+    .context("cannot install signal handlers")?;
+
+    let (writers, queues) =
+        Writers::start(&config, shutdown.clone()).context("cannot start writer threads")?;
+    let grace = config.write.shutdown_timeout;
+    let shared = Arc::new(Shared {
+        router: Router::new(&config),
+        stats: writers.stats.clone(),
+        shutdown: shutdown.clone(),
+        started: Instant::now(),
+        config,
+    });
+    let server = Server::start(shared.clone(), &queues)
+        .with_context(|| format!("cannot listen on {}", shared.config.server.listen))?;
+    tracing::info!(
+        addr = %server.local_addr,
+        workers = shared.config.worker_count(),
+        backends = shared.config.backends.len(),
+        "fluxgate listening on {}",
+        server.local_addr
+    );
+
+    let signal = signals.forever().next();
+    tracing::info!(
+        ?signal,
+        "shutting down: draining connections and queued batches"
+    );
+    shutdown.request(grace);
+    server.join();
+    // The writers stop once every sender is gone and their queues are empty.
+    drop(queues);
+    writers.join();
+    let lost: u64 = shared
+        .stats
+        .iter()
+        .map(|s| s.points_lost.load(std::sync::atomic::Ordering::Relaxed))
+        .sum();
+    if lost > 0 {
+        anyhow::bail!(
+            "{lost} points could not be delivered before the shutdown grace period ended"
+        );
+    }
+    tracing::info!("stopped");
+    Ok(())
+}

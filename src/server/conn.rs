@@ -1,0 +1,249 @@
+//! One HTTP/1.1 connection: the keep-alive loop, reading heads and bodies into
+//! the connection's reused buffers, timeouts, and writing the answers.
+//!
+//! `buf` holds the request head followed by a Content-Length body, so such a
+//! body is never copied before the line scanner reads it; chunked bodies are
+//! decoded into `body`. Bytes of a pipelined next request stay at the front of
+//! `buf` for the next round.
+
+use std::io;
+use std::time::Duration;
+
+use monoio::buf::IoBufMut;
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
+
+use super::request::{parse_head, Framing, Head, Method};
+use super::response::CONTINUE;
+use super::worker::Worker;
+use crate::api;
+use crate::chunked::ChunkedDecoder;
+use crate::error::ApiError;
+
+/// Initial read buffer: a request head and a small body fit in one read.
+const INITIAL_BUFFER_BYTES: usize = 16 << 10;
+/// Buffers grown past this by a large body are released after the request, so
+/// idle keep-alive connections do not pin big bodies' memory.
+const RETAINED_BUFFER_BYTES: usize = 1 << 20;
+/// How long, and how much, a refused request's remaining body is read and
+/// discarded before closing, so the client gets to read our answer.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+const LINGER_MAX_BYTES: usize = 256 << 20;
+/// Smallest free space offered to a read.
+const MIN_READ_BYTES: usize = 4096;
+
+enum ReadEnd {
+    Eof,
+    TimedOut,
+    Stopping,
+    Failed,
+}
+
+struct Conn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    body: Vec<u8>,
+    out: Vec<u8>,
+}
+
+/// Serves requests on `stream` until the client closes it, a timeout, an error
+/// that leaves the stream unusable, or shutdown.
+pub async fn serve(stream: TcpStream, worker: &Worker) {
+    let mut conn = Conn {
+        stream,
+        buf: Vec::with_capacity(INITIAL_BUFFER_BYTES),
+        body: Vec::new(),
+        out: Vec::with_capacity(1024),
+    };
+    let server = &worker.shared.config.server;
+    let max_header_bytes = server.max_header_bytes.as_usize();
+    let max_body_bytes = server.max_body_bytes.as_usize();
+    loop {
+        // The head: idle timeout (and shutdown) until its first byte, read timeout after.
+        let head = loop {
+            match parse_head(&conn.buf, max_header_bytes, max_body_bytes) {
+                Ok(Some(head)) => break head,
+                Ok(None) => {}
+                Err(e) => return conn.fail(&e).await,
+            }
+            let idle = conn.buf.is_empty();
+            let (wait, stop_on_shutdown) = if idle {
+                (server.idle_timeout, Some(worker))
+            } else {
+                (server.read_timeout, None)
+            };
+            if let Err(end) = conn.read_more(wait, stop_on_shutdown).await {
+                if let (ReadEnd::TimedOut, false) = (end, idle) {
+                    conn.fail(&ApiError::ReadTimeout).await;
+                }
+                return;
+            }
+        };
+
+        let body_end = match conn
+            .read_body(&head, server.read_timeout, max_body_bytes)
+            .await
+        {
+            Ok(end) => end,
+            Err(Some(e)) => return conn.fail(&e).await,
+            Err(None) => return,
+        };
+
+        let body: &[u8] = match head.framing {
+            Framing::Chunked => &conn.body,
+            _ => &conn.buf[head.len..body_end],
+        };
+        let response = api::handle(worker, &head, &conn.buf, body).await;
+
+        let keep_alive = head.keep_alive && !response.close && !worker.stopping.is_fired();
+        conn.out.clear();
+        response.encode(&mut conn.out, keep_alive, head.method == Method::Head);
+        if conn.write_out().await.is_err() || !keep_alive {
+            return;
+        }
+        conn.consume(body_end);
+    }
+}
+
+impl Conn {
+    /// Reads more bytes onto the end of `buf`, waiting at most `wait`.
+    /// With `stop_on_shutdown`, gives up as soon as the worker is stopping.
+    async fn read_more(
+        &mut self,
+        wait: Duration,
+        stop_on_shutdown: Option<&Worker>,
+    ) -> Result<usize, ReadEnd> {
+        if self.buf.capacity() - self.buf.len() < MIN_READ_BYTES {
+            self.buf.reserve(self.buf.capacity().max(MIN_READ_BYTES));
+        }
+        let len = self.buf.len();
+        let buf = std::mem::take(&mut self.buf);
+        let read = monoio::time::timeout(wait, self.stream.read(buf.slice_mut(len..)));
+        let result = match stop_on_shutdown {
+            Some(worker) => monoio::select! {
+                result = read => result,
+                _ = worker.stopping.wait() => return Err(ReadEnd::Stopping),
+            },
+            None => read.await,
+        };
+        // On timeout or shutdown the buffer went down with the cancelled read;
+        // the connection ends here, so nothing needs it.
+        let Ok((result, slice)) = result else {
+            return Err(ReadEnd::TimedOut);
+        };
+        self.buf = slice.into_inner();
+        match result {
+            Ok(0) => Err(ReadEnd::Eof),
+            Ok(n) => Ok(n),
+            Err(_) => Err(ReadEnd::Failed),
+        }
+    }
+
+    /// Reads the body announced by `head`. Returns the end of the request in
+    /// `buf` (head plus Content-Length body; only the head for chunked bodies,
+    /// whose decoded bytes are in `self.body`).
+    /// `Err(None)` means the connection ended without anything left to answer.
+    async fn read_body(
+        &mut self,
+        head: &Head,
+        wait: Duration,
+        max_body_bytes: usize,
+    ) -> Result<usize, Option<ApiError>> {
+        let sent_continue =
+            head.expect_continue && head.framing != Framing::None && self.buf.len() == head.len;
+        if sent_continue {
+            self.out.clear();
+            self.out.extend_from_slice(CONTINUE);
+            self.write_out().await.map_err(|_| None)?;
+        }
+        match head.framing {
+            Framing::None => Ok(head.len),
+            Framing::Length(length) => {
+                let end = head.len + length;
+                // Allocate only for bytes that are coming: the length was checked
+                // against max_body_bytes when the head was parsed.
+                self.buf.reserve(end.saturating_sub(self.buf.len()));
+                while self.buf.len() < end {
+                    self.read_body_bytes(wait).await?;
+                }
+                Ok(end)
+            }
+            Framing::Chunked => {
+                self.body.clear();
+                let mut decoder = ChunkedDecoder::new();
+                let mut pos = head.len;
+                loop {
+                    pos += decoder
+                        .decode(&self.buf[pos..], &mut self.body, max_body_bytes)
+                        .map_err(|e| Some(e.into()))?;
+                    if decoder.is_done() {
+                        break;
+                    }
+                    // Everything after the head was decoded: reuse that space.
+                    self.buf.truncate(head.len);
+                    pos = head.len;
+                    self.read_body_bytes(wait).await?;
+                }
+                // Keep a pipelined next request right after the head.
+                self.buf.drain(head.len..pos);
+                Ok(head.len)
+            }
+        }
+    }
+
+    async fn read_body_bytes(&mut self, wait: Duration) -> Result<(), Option<ApiError>> {
+        match self.read_more(wait, None).await {
+            Ok(_) => Ok(()),
+            Err(ReadEnd::TimedOut) => Err(Some(ApiError::ReadTimeout)),
+            Err(_) => Err(None),
+        }
+    }
+
+    /// Drops the answered request from `buf`, keeping pipelined bytes.
+    fn consume(&mut self, end: usize) {
+        if self.buf.capacity() > RETAINED_BUFFER_BYTES {
+            let mut fresh = Vec::with_capacity(INITIAL_BUFFER_BYTES.max(self.buf.len() - end));
+            fresh.extend_from_slice(&self.buf[end..]);
+            self.buf = fresh;
+        } else {
+            self.buf.drain(..end);
+        }
+        if self.body.capacity() > RETAINED_BUFFER_BYTES {
+            self.body = Vec::new();
+        }
+    }
+
+    async fn write_out(&mut self) -> io::Result<()> {
+        let out = std::mem::take(&mut self.out);
+        let (result, out) = self.stream.write_all(out).await;
+        self.out = out;
+        result.map(|_| ())
+    }
+
+    /// Answers with an error and ends the connection.
+    ///
+    /// The client may still be sending a body we refused; closing with unread
+    /// bytes makes the kernel reset the connection, and the client would see
+    /// the reset instead of our answer. So: answer, half-close, and discard what
+    /// still arrives for a bounded time and size (a "lingering close").
+    async fn fail(&mut self, error: &ApiError) {
+        self.out.clear();
+        error.response().encode(&mut self.out, false, false);
+        if self.write_out().await.is_err() {
+            return;
+        }
+        let _ = self.stream.shutdown().await;
+        let deadline = std::time::Instant::now() + LINGER_TIME;
+        let mut discarded = 0;
+        while discarded < LINGER_MAX_BYTES {
+            let Some(wait) = deadline.checked_duration_since(std::time::Instant::now()) else {
+                break;
+            };
+            self.buf.clear();
+            match self.read_more(wait, None).await {
+                Ok(n) => discarded += n,
+                Err(_) => break,
+            }
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! One worker thread: its monoio runtime, its listener, its buffers and batches.
+//!
+//! Everything here is owned by the worker's thread (`Rc`, `RefCell`, `Cell`):
+//! workers share nothing hot. The write path borrows `WorkerState` only in
+//! synchronous sections, never across an `.await`, so connection tasks of the
+//! same worker cannot observe each other half-way.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+use monoio::net::TcpListener;
+
+use crate::batch::{Batch, Batcher};
+use crate::config::Config;
+use crate::dispatch::Dispatcher;
+use crate::lp::gzip::Gunzip;
+use crate::route::Router;
+use crate::shutdown::Shutdown;
+use crate::writer::BackendStats;
+
+/// How often a worker checks for aged batches, overflow and shutdown. A tenth of
+/// the default flush interval: batches leave at most this much later than due.
+const TICK: Duration = Duration::from_millis(10);
+
+/// Wait after a failed accept (EMFILE and friends) before trying again.
+const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
+
+/// What every worker reads and nobody writes after start-up.
+pub struct Shared {
+    pub config: Config,
+    pub router: Router,
+    pub stats: Arc<[BackendStats]>,
+    pub shutdown: Arc<Shutdown>,
+    pub started: Instant,
+}
+
+/// Buffers and batches of one worker, borrowed by one request at a time.
+pub struct WorkerState {
+    pub batcher: Batcher,
+    pub dispatcher: Dispatcher,
+    pub gunzip: Gunzip,
+    /// Gunzipped request bodies; capacity kept between requests, bounded by
+    /// `server.max_decompressed_bytes`.
+    pub decompressed: Vec<u8>,
+    /// Unescaped measurement names for routing.
+    pub measurement: Vec<u8>,
+}
+
+pub struct Worker {
+    pub id: usize,
+    pub shared: Arc<Shared>,
+    pub state: RefCell<WorkerState>,
+    /// Fired once when the process starts shutting down.
+    pub stopping: LocalSignal,
+    connections: Cell<usize>,
+}
+
+impl Worker {
+    pub fn new(id: usize, shared: Arc<Shared>, queues: Vec<Sender<Arc<Batch>>>) -> Worker {
+        let state = WorkerState {
+            batcher: Batcher::new(
+                shared.router.set_count(),
+                shared.config.write.max_batch_bytes.as_usize(),
+            ),
+            dispatcher: Dispatcher::new(queues),
+            gunzip: Gunzip::new(),
+            decompressed: Vec::new(),
+            measurement: Vec::new(),
+        };
+        Worker {
+            id,
+            shared,
+            state: RefCell::new(state),
+            stopping: LocalSignal::default(),
+            connections: Cell::new(0),
+        }
+    }
+
+    /// Hands every frozen batch to the dispatcher.
+    pub fn dispatch_ready(&self) {
+        let state = &mut *self.state.borrow_mut();
+        for (set, batch) in state.batcher.take_ready() {
+            state.dispatcher.dispatch(&self.shared.router, set, batch);
+        }
+    }
+
+    /// Accepts connections until shutdown, then drains: waits for open
+    /// connections, flushes every batch and hands it to the writers.
+    pub async fn run(self: Rc<Self>, listener: TcpListener) {
+        monoio::spawn(self.clone().tick());
+        loop {
+            let accepted = monoio::select! {
+                accepted = listener.accept() => accepted,
+                _ = self.stopping.wait() => break,
+            };
+            match accepted {
+                Ok((stream, _peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    let worker = self.clone();
+                    worker.connections.set(worker.connections.get() + 1);
+                    monoio::spawn(async move {
+                        super::conn::serve(stream, &worker).await;
+                        worker.connections.set(worker.connections.get() - 1);
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(worker = self.id, error = %e, "accept failed; retrying");
+                    monoio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+                }
+            }
+        }
+        drop(listener);
+        self.drain().await;
+    }
+
+    async fn drain(&self) {
+        let shutdown = &self.shared.shutdown;
+        while self.connections.get() > 0 && !shutdown.is_past_deadline() {
+            monoio::time::sleep(TICK).await;
+        }
+        self.state.borrow_mut().batcher.flush_all();
+        self.dispatch_ready();
+        while !self.state.borrow_mut().dispatcher.drain_overflow() {
+            if shutdown.is_past_deadline() {
+                let state = self.state.borrow();
+                tracing::error!(
+                    worker = self.id,
+                    points = state.dispatcher.overflow_lines(),
+                    "shutdown grace period over with batches still waiting for a writer queue; they are lost",
+                );
+                return;
+            }
+            monoio::time::sleep(TICK).await;
+        }
+    }
+
+    /// Background task: flushes aged batches, retries overflow, notices shutdown.
+    async fn tick(self: Rc<Self>) {
+        let flush_interval = self.shared.config.write.flush_interval;
+        loop {
+            monoio::time::sleep(TICK.min(flush_interval)).await;
+            if self.shared.shutdown.is_requested() {
+                self.stopping.fire();
+                return;
+            }
+            self.state
+                .borrow_mut()
+                .batcher
+                .flush_aged(Instant::now(), flush_interval);
+            self.dispatch_ready();
+            self.state.borrow_mut().dispatcher.drain_overflow();
+        }
+    }
+}
+
+/// A one-shot, thread-local broadcast: `wait()` futures complete once `fire()`
+/// has been called. Each waiting future keeps one waker slot, removed on drop,
+/// so the table never holds more entries than live waiters.
+#[derive(Default)]
+pub struct LocalSignal {
+    fired: Cell<bool>,
+    next_id: Cell<u64>,
+    waiters: RefCell<HashMap<u64, Waker>>,
+}
+
+impl LocalSignal {
+    pub fn fire(&self) {
+        self.fired.set(true);
+        for (_, waker) in self.waiters.borrow_mut().drain() {
+            waker.wake();
+        }
+    }
+
+    pub fn is_fired(&self) -> bool {
+        self.fired.get()
+    }
+
+    pub fn wait(&self) -> SignalWait<'_> {
+        let id = self.next_id.get();
+        self.next_id.set(id + 1);
+        SignalWait { signal: self, id }
+    }
+}
+
+pub struct SignalWait<'a> {
+    signal: &'a LocalSignal,
+    id: u64,
+}
+
+impl Future for SignalWait<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.signal.fired.get() {
+            return Poll::Ready(());
+        }
+        self.signal
+            .waiters
+            .borrow_mut()
+            .insert(self.id, cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+impl Drop for SignalWait<'_> {
+    fn drop(&mut self) {
+        self.signal.waiters.borrow_mut().remove(&self.id);
+    }
+}

@@ -1,0 +1,373 @@
+//! A small blocking HTTP/1.1 client for one backend, over one keep-alive connection.
+//!
+//! Writer threads are plain threads (they block on the queue and on the backend),
+//! so this client is synchronous: std `TcpStream`, read/write timeouts, a reused
+//! response buffer. It speaks just what InfluxDB's `/write` and `/ping` need.
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use crate::batch::BatchKey;
+use crate::chunked::{ChunkedDecoder, ChunkedError};
+use crate::config::BackendUrl;
+use crate::urlencoded;
+
+/// Largest response head accepted from a backend.
+const MAX_RESPONSE_HEAD_BYTES: usize = 64 << 10;
+/// Largest response body kept; InfluxDB's write errors are a few hundred bytes,
+/// and an error body is only logged.
+const MAX_RESPONSE_BODY_BYTES: usize = 1 << 20;
+const MAX_HEADERS: usize = 64;
+
+#[derive(Debug)]
+pub enum ClientError {
+    Connect(io::Error),
+    /// Sending or receiving failed, including timeouts.
+    Io(io::Error),
+    /// The backend answered something that is not HTTP/1.x we understand.
+    BadResponse(&'static str),
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientError::Connect(e) => write!(f, "connect: {e}"),
+            ClientError::Io(e) if is_timeout(e) => f.write_str("timed out"),
+            ClientError::Io(e) => write!(f, "i/o: {e}"),
+            ClientError::BadResponse(what) => write!(f, "bad response: {what}"),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+/// A backend's answer: status and (bounded) body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// The body as text for logs, lossy.
+    pub fn body_text(&self) -> String {
+        String::from_utf8_lossy(&self.body).trim().to_owned()
+    }
+}
+
+pub struct BackendClient {
+    url: BackendUrl,
+    timeout: Duration,
+    stream: Option<TcpStream>,
+    /// Request head being written, reused.
+    head: String,
+    /// Bytes read from the backend, reused.
+    read_buf: Vec<u8>,
+}
+
+impl BackendClient {
+    pub fn new(url: BackendUrl, timeout: Duration) -> BackendClient {
+        BackendClient {
+            url,
+            timeout,
+            stream: None,
+            head: String::with_capacity(512),
+            read_buf: Vec::with_capacity(4096),
+        }
+    }
+
+    /// POSTs a batch to the backend's `/write`.
+    ///
+    /// # Errors
+    /// Connection, I/O and protocol errors; any HTTP status is an `Ok`.
+    pub fn post_write(
+        &mut self,
+        key: &BatchKey,
+        body: &[u8],
+        gzip: bool,
+    ) -> Result<Response, ClientError> {
+        self.head.clear();
+        self.head.push_str("POST ");
+        self.head.push_str(&self.url.path_prefix);
+        self.head.push_str("/write?db=");
+        urlencoded::encode_into(&key.db, &mut self.head);
+        if let Some(rp) = &key.rp {
+            self.head.push_str("&rp=");
+            urlencoded::encode_into(rp, &mut self.head);
+        }
+        self.head.push_str("&precision=");
+        self.head.push_str(key.precision.as_param());
+        self.head
+            .push_str(" HTTP/1.1\r\nContent-Type: text/plain; charset=utf-8\r\n");
+        if gzip {
+            self.head.push_str("Content-Encoding: gzip\r\n");
+        }
+        if let Some(authorization) = &key.authorization {
+            self.head.push_str("Authorization: ");
+            self.head.push_str(authorization);
+            self.head.push_str("\r\n");
+        }
+        self.request(body)
+    }
+
+    /// GETs `/ping`, the health probe.
+    ///
+    /// # Errors
+    /// As [`BackendClient::post_write`].
+    pub fn ping(&mut self) -> Result<Response, ClientError> {
+        self.head.clear();
+        self.head.push_str("GET ");
+        self.head.push_str(&self.url.path_prefix);
+        self.head.push_str("/ping HTTP/1.1\r\n");
+        self.request(b"")
+    }
+
+    /// Finishes the head in `self.head` and sends it with `body`. A kept-alive
+    /// connection that the backend closed meanwhile fails on first use; that one
+    /// failure is retried on a fresh connection before it counts.
+    fn request(&mut self, body: &[u8]) -> Result<Response, ClientError> {
+        use std::fmt::Write as _;
+        let _ = write!(
+            self.head,
+            "Host: {}\r\nUser-Agent: fluxgate/{}\r\nContent-Length: {}\r\n\r\n",
+            self.url.authority,
+            env!("CARGO_PKG_VERSION"),
+            body.len()
+        );
+        let reused = self.stream.is_some();
+        match self.exchange(body) {
+            Err(ClientError::Io(_)) if reused => {
+                self.stream = None;
+                self.exchange(body)
+            }
+            result => result,
+        }
+    }
+
+    fn exchange(&mut self, body: &[u8]) -> Result<Response, ClientError> {
+        let result = self.try_exchange(body);
+        if result.is_err() {
+            self.stream = None;
+        }
+        result
+    }
+
+    fn try_exchange(&mut self, body: &[u8]) -> Result<Response, ClientError> {
+        if self.stream.is_none() {
+            self.stream = Some(self.connect()?);
+        }
+        let stream = self.stream.as_mut().expect("connected above");
+        stream
+            .write_all(self.head.as_bytes())
+            .map_err(ClientError::Io)?;
+        stream.write_all(body).map_err(ClientError::Io)?;
+        let (response, keep_alive) = read_response(stream, &mut self.read_buf)?;
+        if !keep_alive {
+            self.stream = None;
+        }
+        Ok(response)
+    }
+
+    fn connect(&self) -> Result<TcpStream, ClientError> {
+        let addrs = self
+            .url
+            .authority
+            .to_socket_addrs()
+            .map_err(ClientError::Connect)?;
+        let mut last_error = io::Error::new(io::ErrorKind::NotFound, "host resolved to no address");
+        for addr in addrs {
+            match TcpStream::connect_timeout(&addr, self.timeout) {
+                Ok(stream) => {
+                    stream.set_nodelay(true).map_err(ClientError::Connect)?;
+                    stream
+                        .set_read_timeout(Some(self.timeout))
+                        .map_err(ClientError::Connect)?;
+                    stream
+                        .set_write_timeout(Some(self.timeout))
+                        .map_err(ClientError::Connect)?;
+                    return Ok(stream);
+                }
+                Err(e) => last_error = e,
+            }
+        }
+        Err(ClientError::Connect(last_error))
+    }
+}
+
+/// Reads one response from `stream`. Returns it and whether the connection may
+/// be reused. `buf` is scratch space.
+fn read_response(
+    stream: &mut impl Read,
+    buf: &mut Vec<u8>,
+) -> Result<(Response, bool), ClientError> {
+    buf.clear();
+    let head_len;
+    let status;
+    let mut content_length: Option<usize> = None;
+    let mut chunked = false;
+    let mut keep_alive;
+    loop {
+        read_some(stream, buf)?;
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut response = httparse::Response::new(&mut headers);
+        match response.parse(buf) {
+            Ok(httparse::Status::Complete(len)) => {
+                head_len = len;
+                status = response
+                    .code
+                    .ok_or(ClientError::BadResponse("no status code"))?;
+                keep_alive = response.version == Some(1);
+                for header in response.headers.iter() {
+                    if header.name.eq_ignore_ascii_case("content-length") {
+                        let value = std::str::from_utf8(header.value)
+                            .ok()
+                            .and_then(|v| v.trim().parse().ok());
+                        content_length =
+                            Some(value.ok_or(ClientError::BadResponse("invalid Content-Length"))?);
+                    } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
+                        chunked = header.value.eq_ignore_ascii_case(b"chunked");
+                    } else if header.name.eq_ignore_ascii_case("connection") {
+                        keep_alive = !header.value.eq_ignore_ascii_case(b"close");
+                    }
+                }
+                break;
+            }
+            Ok(httparse::Status::Partial) if buf.len() < MAX_RESPONSE_HEAD_BYTES => continue,
+            Ok(httparse::Status::Partial) => {
+                return Err(ClientError::BadResponse("response head too large"))
+            }
+            Err(_) => return Err(ClientError::BadResponse("malformed response head")),
+        }
+    }
+    let mut body = Vec::new();
+    let no_body = status == 204 || status == 304 || (100..200).contains(&status);
+    if no_body {
+        // Nothing to read.
+    } else if chunked {
+        let mut decoder = ChunkedDecoder::new();
+        let mut offset = head_len;
+        loop {
+            decoder
+                .decode(&buf[offset..], &mut body, MAX_RESPONSE_BODY_BYTES)
+                .map_err(|e| match e {
+                    ChunkedError::TooLarge { .. } => {
+                        ClientError::BadResponse("response body too large")
+                    }
+                    _ => ClientError::BadResponse("malformed chunked body"),
+                })?;
+            if decoder.is_done() {
+                break;
+            }
+            buf.truncate(head_len);
+            offset = head_len;
+            read_some(stream, buf)?;
+        }
+    } else if let Some(length) = content_length {
+        if length > MAX_RESPONSE_BODY_BYTES {
+            return Err(ClientError::BadResponse("response body too large"));
+        }
+        while buf.len() < head_len + length {
+            read_some(stream, buf)?;
+        }
+        body.extend_from_slice(&buf[head_len..head_len + length]);
+    } else {
+        // Delimited by close: read to EOF, bounded.
+        keep_alive = false;
+        body.extend_from_slice(&buf[head_len..]);
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = stream.read(&mut chunk).map_err(ClientError::Io)?;
+            if n == 0 {
+                break;
+            }
+            if body.len() + n > MAX_RESPONSE_BODY_BYTES {
+                return Err(ClientError::BadResponse("response body too large"));
+            }
+            body.extend_from_slice(&chunk[..n]);
+        }
+    }
+    Ok((Response { status, body }, keep_alive))
+}
+
+/// Appends at least one byte from `stream` to `buf`; EOF is an error here.
+fn read_some(stream: &mut impl Read, buf: &mut Vec<u8>) -> Result<(), ClientError> {
+    let start = buf.len();
+    buf.resize(start + 4096, 0);
+    let n = match stream.read(&mut buf[start..]) {
+        Ok(n) => n,
+        Err(e) => {
+            buf.truncate(start);
+            return Err(ClientError::Io(e));
+        }
+    };
+    buf.truncate(start + n);
+    if n == 0 {
+        return Err(ClientError::Io(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "backend closed the connection",
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(raw: &[u8]) -> Result<(Response, bool), ClientError> {
+        let mut cursor = io::Cursor::new(raw.to_vec());
+        read_response(&mut cursor, &mut Vec::new())
+    }
+
+    #[test]
+    fn reads_no_content_and_keeps_alive() {
+        let (response, keep_alive) =
+            parse(b"HTTP/1.1 204 No Content\r\nX-Influxdb-Version: 1.6.7\r\n\r\n").unwrap();
+        assert_eq!(response.status, 204);
+        assert!(response.body.is_empty());
+        assert!(keep_alive);
+    }
+
+    #[test]
+    fn reads_content_length_and_chunked_bodies() {
+        let (response, _) =
+            parse(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 28\r\n\r\n{\"error\":\"database is req\"}\n").unwrap();
+        assert_eq!(response.status, 400);
+        assert_eq!(response.body_text(), "{\"error\":\"database is req\"}");
+        let (response, _) =
+            parse(b"HTTP/1.1 500 Oops\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n").unwrap();
+        assert_eq!(response.body, b"abcde");
+    }
+
+    #[test]
+    fn connection_close_and_http_1_0_are_not_reused() {
+        let (_, keep_alive) =
+            parse(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n").unwrap();
+        assert!(!keep_alive);
+        let (response, keep_alive) = parse(b"HTTP/1.0 200 OK\r\n\r\nhello").unwrap();
+        assert_eq!(response.body, b"hello");
+        assert!(!keep_alive);
+    }
+
+    #[test]
+    fn garbage_and_truncation_are_errors() {
+        assert!(matches!(
+            parse(b"SSH-2.0-OpenSSH\r\n\r\n"),
+            Err(ClientError::BadResponse(_))
+        ));
+        assert!(matches!(
+            parse(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc"),
+            Err(ClientError::Io(_))
+        ));
+        assert!(matches!(parse(b"HTTP/1.1 204"), Err(ClientError::Io(_))));
+    }
+}

@@ -1,0 +1,98 @@
+//! A real fluxgate process, started from the binary cargo built for this test run.
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use super::{eventually, terminate, TempDir};
+
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct Fluxgate {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    dir: TempDir,
+}
+
+impl Fluxgate {
+    /// The binary under test.
+    pub fn binary() -> &'static str {
+        env!("CARGO_BIN_EXE_fluxgate")
+    }
+
+    /// Starts fluxgate with `config` (TOML without `[server] listen`, which the
+    /// harness sets to 127.0.0.1:0; `server_extra` goes into `[server]`).
+    pub fn start(server_extra: &str, config: &str) -> Fluxgate {
+        let dir = TempDir::new("fluxgate");
+        let config_path = dir.path().join("fluxgate.toml");
+        std::fs::write(
+            &config_path,
+            format!("[server]\nlisten = \"127.0.0.1:0\"\n{server_extra}\n{config}"),
+        )
+        .expect("write fluxgate.toml");
+        let log_path = dir.path().join("fluxgate.log");
+        let log = std::fs::File::create(&log_path).expect("fluxgate.log");
+        let mut command = Command::new(Self::binary());
+        command
+            .arg("--config")
+            .arg(&config_path)
+            .env("FLUXGATE_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        let mut child = command.spawn().expect("start fluxgate");
+        // fluxgate logs "fluxgate listening on <addr>" once every worker is up.
+        let addr = eventually(START_TIMEOUT, "fluxgate to log its address", || {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "fluxgate exited with {status}:\n{}",
+                    std::fs::read_to_string(&log_path).unwrap_or_default()
+                );
+            }
+            let log = std::fs::read_to_string(&log_path).ok()?;
+            let rest = log.split("fluxgate listening on ").nth(1)?;
+            rest.split_whitespace().next()?.parse().ok()
+        });
+        Fluxgate {
+            child: Some(child),
+            addr,
+            dir,
+        }
+    }
+
+    pub fn url(&self, path_and_query: &str) -> String {
+        format!("http://{}{path_and_query}", self.addr)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("fluxgate.log")).unwrap_or_default()
+    }
+
+    /// SIGTERM, and the exit status once it has drained (None if it had to be killed).
+    pub fn stop(&mut self) -> Option<ExitStatus> {
+        let mut child = self.child.take()?;
+        terminate(&mut child, STOP_TIMEOUT)
+    }
+
+    /// Runs the binary with `args` and returns (exit status, stderr).
+    pub fn run(args: &[&str]) -> (ExitStatus, String) {
+        let output = Command::new(Self::binary())
+            .args(args)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run fluxgate");
+        (
+            output.status,
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+}
+
+impl Drop for Fluxgate {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,176 @@
+//! Real InfluxDB 1.x servers (`influxd` from Debian's `influxdb` package).
+
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use super::{eventually, free_port, http, terminate, TempDir};
+
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub struct Influxd {
+    child: Option<Child>,
+    pub http_port: u16,
+    rpc_port: u16,
+    dir: TempDir,
+}
+
+impl Influxd {
+    /// Starts an influxd on free ports and waits until `/ping` answers.
+    pub fn start() -> Influxd {
+        let dir = TempDir::new("influxd");
+        let mut influxd = Influxd {
+            child: None,
+            http_port: free_port(),
+            rpc_port: free_port(),
+            dir,
+        };
+        influxd.restart();
+        influxd
+    }
+
+    /// Starts (again) on the same ports and data directory.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "influxd is already running");
+        let path = self.dir.path();
+        let config = format!(
+            r#"reporting-disabled = true
+bind-address = "127.0.0.1:{rpc}"
+[meta]
+  dir = "{dir}/meta"
+[data]
+  dir = "{dir}/data"
+  wal-dir = "{dir}/wal"
+  query-log-enabled = false
+[monitor]
+  store-enabled = false
+[http]
+  bind-address = "127.0.0.1:{http}"
+  log-enabled = false
+[continuous_queries]
+  enabled = false
+[subscriber]
+  enabled = false
+"#,
+            rpc = self.rpc_port,
+            http = self.http_port,
+            dir = path.display()
+        );
+        let config_path = path.join("influxd.conf");
+        std::fs::write(&config_path, config).expect("write influxd.conf");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path.join("influxd.log"))
+            .expect("influxd.log");
+        let mut command = Command::new("influxd");
+        command
+            .arg("-config")
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        let mut child = command.spawn().expect(
+            "influxd not found: install Debian's `influxdb` package (scripts/test.sh does)",
+        );
+        let url = self.url("/ping");
+        eventually(START_TIMEOUT, "influxd to answer /ping", || {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "influxd exited with {status}; see {}",
+                    self.dir.path().join("influxd.log").display()
+                );
+            }
+            let ok = ureq::get(&url)
+                .timeout(Duration::from_secs(1))
+                .call()
+                .is_ok_and(|r| r.status() == 204);
+            ok.then_some(())
+        });
+        self.child = Some(child);
+    }
+
+    /// Stops the server (SIGTERM, then SIGKILL), keeping its data.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            terminate(&mut child, Duration::from_secs(10));
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.http_port)
+    }
+
+    /// Runs InfluxQL and returns the JSON answer, times in `epoch` ns.
+    pub fn query(&self, db: &str, q: &str) -> serde_json::Value {
+        let reply = http::post_form(
+            &self.url("/query"),
+            &[("db", db), ("q", q), ("epoch", "ns")],
+        );
+        assert_eq!(reply.status, 200, "query {q:?} failed: {}", reply.body);
+        serde_json::from_str(&reply.body).expect("JSON answer")
+    }
+
+    pub fn create_database(&self, db: &str) {
+        let answer = self.query(db, &format!("CREATE DATABASE \"{db}\""));
+        assert!(answer["results"][0]["error"].is_null(), "{answer}");
+    }
+
+    /// Number of points of `measurement` (counted on its field `v`).
+    pub fn count(&self, db: &str, measurement: &str) -> u64 {
+        let answer = self.query(db, &format!("SELECT count(\"v\") FROM \"{measurement}\""));
+        answer["results"][0]["series"][0]["values"][0][1]
+            .as_u64()
+            .unwrap_or(0)
+    }
+
+    /// (time in ns, v) of every point of `measurement`, in time order.
+    pub fn points(&self, db: &str, measurement: &str) -> Vec<(i64, f64)> {
+        let answer = self.query(db, &format!("SELECT \"v\" FROM \"{measurement}\""));
+        let Some(values) = answer["results"][0]["series"][0]["values"].as_array() else {
+            return Vec::new();
+        };
+        values
+            .iter()
+            .map(|row| (row[0].as_i64().unwrap(), row[1].as_f64().unwrap()))
+            .collect()
+    }
+}
+
+impl Drop for Influxd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Two InfluxDB servers shared by the tests that run at the same time; they
+/// stop when the last test holding them finishes. Tests keep apart by using
+/// their own database names (`harness::unique`).
+pub struct Backends {
+    pub a: Influxd,
+    pub b: Influxd,
+}
+
+pub fn backends() -> Arc<Backends> {
+    static SHARED: Mutex<Weak<Backends>> = Mutex::new(Weak::new());
+    let mut shared = SHARED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(backends) = shared.upgrade() {
+        return backends;
+    }
+    let b = std::thread::spawn(Influxd::start);
+    let a = Influxd::start();
+    let b = b.join().expect("second influxd failed to start");
+    let backends = Arc::new(Backends { a, b });
+    *shared = Arc::downgrade(&backends);
+    backends
+}
+
+impl Backends {
+    /// Creates `db` on both servers.
+    pub fn create_database(&self, db: &str) {
+        self.a.create_database(db);
+        self.b.create_database(db);
+    }
+}

@@ -1,0 +1,132 @@
+//! The fluxgate process: start-up config errors, retries while a backend is
+//! down, refused batches, and draining on SIGTERM.
+
+use std::time::Duration;
+
+use crate::harness::http;
+use crate::harness::{backends, eventually, unique, Fluxgate, Influxd, TempDir};
+
+#[test]
+fn config_errors_name_the_key_and_exit_non_zero() {
+    let dir = TempDir::new("config");
+    for (config, expected) in [
+        (
+            "[[backends]]\nname = \"a\"\nurl = \"http://127.0.0.1:1\"\n[routes]\ncpu = [\"a\", \"nope\"]",
+            "invalid config key `routes.\"cpu\"`: unknown backend \"nope\"",
+        ),
+        (
+            "[[backends]]\nname = \"a\"\nurl = \"http://127.0.0.1:1\"\n[[backends]]\nname = \"a\"\nurl = \"http://127.0.0.1:2\"\n[routes]\n_default_ = [\"a\"]",
+            "invalid config key `backends[1].name`: duplicate backend name \"a\"",
+        ),
+        (
+            "[[backends]]\nname = \"a\"\nurl = \"127.0.0.1:8086\"\n[routes]\n_default_ = [\"a\"]",
+            "invalid config key `backends[0].url`",
+        ),
+        ("[[backends]\n", "invalid config: TOML parse error"),
+    ] {
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, config).unwrap();
+        let (status, stderr) = Fluxgate::run(&["--config", path.to_str().unwrap()]);
+        assert!(!status.success(), "accepted:\n{config}");
+        assert!(stderr.contains(expected), "stderr lacks {expected:?}:\n{stderr}");
+    }
+    let (status, stderr) = Fluxgate::run(&["--config", "/nonexistent/fluxgate.toml"]);
+    assert!(!status.success());
+    assert!(
+        stderr.contains("cannot read config file /nonexistent/fluxgate.toml"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn sigterm_flushes_every_accepted_point_before_exit() {
+    let servers = backends();
+    let db = unique("drain");
+    servers.create_database(&db);
+    // Batches that would never flush on their own within the test.
+    let config = format!(
+        "[[backends]]\nname = \"a\"\nurl = \"http://127.0.0.1:{}\"\n[[backends]]\nname = \"b\"\nurl = \"http://127.0.0.1:{}\"\n\
+         [routes]\n_default_ = [\"a\", \"b\"]\n[write]\nflush_interval = \"1h\"\nmax_batch_bytes = \"64MiB\"\n",
+        servers.a.http_port, servers.b.http_port
+    );
+    let mut proxy = Fluxgate::start("", &config);
+    let body: String = (0..1000)
+        .map(|i| format!("drain v={i} {}\n", 1 + i))
+        .collect();
+    let reply = http::post(&proxy.url(&format!("/write?db={db}")), &[], body.as_bytes());
+    assert_eq!(reply.status, 204);
+    // Still held in the worker's open batch.
+    assert_eq!(servers.a.count(&db, "drain"), 0);
+    let status = proxy.stop().expect("fluxgate did not exit after SIGTERM");
+    assert!(status.success(), "exit status {status}:\n{}", proxy.log());
+    assert_eq!(servers.a.count(&db, "drain"), 1000);
+    assert_eq!(servers.b.count(&db, "drain"), 1000);
+}
+
+#[test]
+fn a_down_backend_gets_its_points_once_it_is_back() {
+    let mut server = Influxd::start();
+    let db = unique("retry");
+    server.create_database(&db);
+    server.stop();
+    let config = format!(
+        "[[backends]]\nname = \"flaky\"\nurl = \"http://127.0.0.1:{}\"\ntimeout = \"2s\"\n\
+         [routes]\n_default_ = [\"flaky\"]\n[write]\nflush_interval = \"10ms\"\nmax_retry_backoff = \"200ms\"\n",
+        server.http_port
+    );
+    let proxy = Fluxgate::start("", &config);
+    let body: String = (0..500)
+        .map(|i| format!("retry v={i} {}\n", 1 + i))
+        .collect();
+    let reply = http::post(&proxy.url(&format!("/write?db={db}")), &[], body.as_bytes());
+    assert_eq!(reply.status, 204);
+    eventually(
+        Duration::from_secs(30),
+        "the proxy to notice the backend is down",
+        || {
+            let health = http::get(&proxy.url("/health"));
+            health.body.contains("\"up\":false").then_some(())
+        },
+    );
+    server.restart();
+    eventually(
+        Duration::from_secs(30),
+        "500 points after the restart",
+        || (server.count(&db, "retry") == 500).then_some(()),
+    );
+    let health = http::get(&proxy.url("/health"));
+    assert!(health.body.contains("\"up\":true"), "{}", health.body);
+    assert!(proxy.log().contains("backend is up again"));
+}
+
+#[test]
+fn batches_refused_by_a_backend_are_counted_not_retried() {
+    let servers = backends();
+    let config = format!(
+        "[[backends]]\nname = \"a\"\nurl = \"http://127.0.0.1:{}\"\n[routes]\n_default_ = [\"a\"]\n\
+         [write]\nflush_interval = \"10ms\"\n",
+        servers.a.http_port
+    );
+    let proxy = Fluxgate::start("", &config);
+    // The database does not exist: InfluxDB answers 404 "database not found".
+    let missing = unique("missing");
+    let reply = http::post(
+        &proxy.url(&format!("/write?db={missing}")),
+        &[],
+        b"m v=1 1\nm v=2 2\n",
+    );
+    assert_eq!(reply.status, 204);
+    eventually(Duration::from_secs(30), "the refusal to be counted", || {
+        http::get(&proxy.url("/health"))
+            .body
+            .contains("\"points_rejected\":2")
+            .then_some(())
+    });
+    let log = proxy.log();
+    assert!(
+        log.contains("backend refused a batch") && log.contains("database not found"),
+        "{log}"
+    );
+    let health = http::get(&proxy.url("/health")).body;
+    assert!(health.contains("\"retries\":0"), "{health}");
+}

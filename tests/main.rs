@@ -1,0 +1,9 @@
+//! Integration tests: one binary (one link step), a module per feature. Every
+//! test runs real processes: `influxd` servers and the `fluxgate` binary.
+
+mod harness;
+
+/// Process-level behaviour: config errors at start-up, shutdown draining.
+mod lifecycle;
+/// `/write`: routing, replication, precision, framing, bad input.
+mod write;

@@ -1,0 +1,449 @@
+//! `/write` through a real fluxgate into two real InfluxDB servers.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::harness::http::{self, Raw};
+use crate::harness::{backends, eventually, unique, Fluxgate};
+
+/// Long enough for a batch to be flushed and written on a loaded CI machine.
+const LANDING_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn two_backend_config(a: u16, b: u16, routes: &str) -> String {
+    format!(
+        "[[backends]]\nname = \"a\"\nurl = \"http://127.0.0.1:{a}\"\n\
+         [[backends]]\nname = \"b\"\nurl = \"http://127.0.0.1:{b}\"\n\
+         [routes]\n{routes}\n[write]\nflush_interval = \"20ms\"\n"
+    )
+}
+
+fn write_url(proxy: &Fluxgate, db: &str, extra: &str) -> String {
+    proxy.url(&format!("/write?db={db}{extra}"))
+}
+
+/// Waits until `count()` reaches `expected`, then checks it stays there a moment
+/// (a point written twice would push it past).
+#[track_caller]
+fn assert_count(what: &str, expected: u64, count: impl Fn() -> u64) {
+    eventually(
+        LANDING_TIMEOUT,
+        &format!("{what} to reach {expected} points"),
+        || {
+            let n = count();
+            assert!(
+                n <= expected,
+                "{what}: {n} points, more than the {expected} written"
+            );
+            (n == expected).then_some(())
+        },
+    );
+}
+
+#[test]
+fn ping_answers_204_with_the_influxdb_version() {
+    let servers = backends();
+    let proxy = Fluxgate::start(
+        "",
+        &two_backend_config(
+            servers.a.http_port,
+            servers.b.http_port,
+            "_default_ = [\"a\"]",
+        ),
+    );
+    let reply = http::get(&proxy.url("/ping"));
+    assert_eq!(reply.status, 204);
+    assert!(
+        reply
+            .header("X-Influxdb-Version")
+            .is_some_and(|v| v.starts_with("1.")),
+        "{reply:?}"
+    );
+    let reply = http::get(&proxy.url("/ping?verbose=true"));
+    assert_eq!(reply.status, 200);
+    assert!(reply.body.contains("\"version\""));
+    assert_eq!(http::get(&proxy.url("/nowhere")).status, 404);
+}
+
+#[test]
+fn points_land_on_exactly_the_backends_their_measurement_routes_to() {
+    let servers = backends();
+    let db = unique("routing");
+    servers.create_database(&db);
+    let routes = "_default_ = [\"a\", \"b\"]\ncpu = [\"a\"]\nmem = [\"b\"]\n\"net_\" = [\"b\"]";
+    let proxy = Fluxgate::start(
+        "",
+        &two_backend_config(servers.a.http_port, servers.b.http_port, routes),
+    );
+
+    // cpu: exact -> a; cpu_load: prefix "cpu" -> a; mem: exact -> b;
+    // net_io: prefix "net_" -> b; disk: _default_ -> a and b.
+    let mut plain = String::new();
+    let mut gzipped = String::new();
+    for i in 0..50 {
+        for measurement in ["cpu", "cpu_load", "mem", "net_io", "disk"] {
+            plain.push_str(&format!("{measurement},host=h{i} v={i} {}\n", 1_000 + i));
+            gzipped.push_str(&format!("{measurement},host=h{i} v={i} {}\n", 2_000 + i));
+        }
+    }
+    let reply = http::post(&write_url(&proxy, &db, ""), &[], plain.as_bytes());
+    assert_eq!(reply.status, 204, "{}", reply.body);
+    let reply = http::post(
+        &write_url(&proxy, &db, ""),
+        &[("Content-Encoding", "gzip")],
+        &http::gzip(gzipped.as_bytes()),
+    );
+    assert_eq!(reply.status, 204, "{}", reply.body);
+
+    let (a, b) = (&servers.a, &servers.b);
+    for (measurement, on_a, on_b) in [
+        ("cpu", 100, 0),
+        ("cpu_load", 100, 0),
+        ("mem", 0, 100),
+        ("net_io", 0, 100),
+        ("disk", 100, 100),
+    ] {
+        assert_count(&format!("{measurement} on a"), on_a, || {
+            a.count(&db, measurement)
+        });
+        assert_count(&format!("{measurement} on b"), on_b, || {
+            b.count(&db, measurement)
+        });
+    }
+    // Nothing arrived late where it does not belong.
+    assert_eq!(b.count(&db, "cpu"), 0);
+    assert_eq!(a.count(&db, "mem"), 0);
+}
+
+#[test]
+fn precision_is_honoured() {
+    let servers = backends();
+    let db = unique("precision");
+    servers.create_database(&db);
+    let proxy = Fluxgate::start(
+        "",
+        &two_backend_config(
+            servers.a.http_port,
+            servers.b.http_port,
+            "_default_ = [\"a\"]",
+        ),
+    );
+    for (precision, measurement, timestamp, expected_ns) in [
+        (
+            "s",
+            "in_s",
+            1_600_000_000_i64,
+            1_600_000_000_000_000_000_i64,
+        ),
+        ("ms", "in_ms", 1_600_000_000_123, 1_600_000_000_123_000_000),
+        (
+            "ns",
+            "in_ns",
+            1_600_000_000_123_456_789,
+            1_600_000_000_123_456_789,
+        ),
+        (
+            "u",
+            "in_u",
+            1_600_000_000_123_456,
+            1_600_000_000_123_456_000,
+        ),
+        ("h", "in_h", 444_444, 444_444 * 3_600_000_000_000),
+    ] {
+        let body = format!("{measurement} v=1 {timestamp}\n");
+        let reply = http::post(
+            &write_url(&proxy, &db, &format!("&precision={precision}")),
+            &[],
+            body.as_bytes(),
+        );
+        assert_eq!(reply.status, 204, "{}", reply.body);
+        let points = eventually(LANDING_TIMEOUT, measurement, || {
+            let points = servers.a.points(&db, measurement);
+            (!points.is_empty()).then_some(points)
+        });
+        assert_eq!(points, vec![(expected_ns, 1.0)], "precision {precision}");
+    }
+}
+
+#[test]
+fn lines_without_timestamps_carry_the_same_timestamp_on_both_replicas() {
+    let servers = backends();
+    let db = unique("nots");
+    servers.create_database(&db);
+    let proxy = Fluxgate::start(
+        "",
+        &two_backend_config(
+            servers.a.http_port,
+            servers.b.http_port,
+            "_default_ = [\"a\", \"b\"]",
+        ),
+    );
+    let before = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64;
+    let body: String = (0..20).map(|i| format!("nots,n={i} v={i}\n")).collect();
+    for precision in ["ns", "ms"] {
+        let reply = http::post(
+            &write_url(&proxy, &db, &format!("&precision={precision}")),
+            &[],
+            body.as_bytes(),
+        );
+        assert_eq!(reply.status, 204, "{}", reply.body);
+    }
+    let after = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64;
+    // Each (tag set, timestamp) is one point: 20 series x 2 requests.
+    let query = "SELECT \"v\", \"n\" FROM \"nots\" GROUP BY *";
+    let times = |server: &crate::harness::Influxd| -> Vec<String> {
+        let answer = server.query(&db, query);
+        let mut rows: Vec<String> = answer["results"][0]["series"]
+            .as_array()
+            .map(|series| {
+                series
+                    .iter()
+                    .flat_map(|s| s["values"].as_array().unwrap().clone())
+                    .map(|v| v.to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        rows.sort();
+        rows
+    };
+    let on_a = eventually(LANDING_TIMEOUT, "40 points on a", || {
+        Some(times(&servers.a)).filter(|r| r.len() == 40)
+    });
+    let on_b = eventually(LANDING_TIMEOUT, "40 points on b", || {
+        Some(times(&servers.b)).filter(|r| r.len() == 40)
+    });
+    assert_eq!(on_a, on_b, "replicas differ");
+    for row in &on_a {
+        let time: i64 = row
+            .trim_start_matches('[')
+            .split(',')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            time >= before - 1_000_000 && time <= after,
+            "timestamp {time} is not the receive time (between {before} and {after})"
+        );
+    }
+}
+
+#[test]
+fn a_body_of_100k_lines_arrives_complete() {
+    let servers = backends();
+    let db = unique("big");
+    servers.create_database(&db);
+    let proxy = Fluxgate::start(
+        "",
+        &two_backend_config(
+            servers.a.http_port,
+            servers.b.http_port,
+            "_default_ = [\"a\", \"b\"]",
+        ),
+    );
+    let mut body = String::with_capacity(100_000 * 40);
+    for i in 0..100_000 {
+        body.push_str(&format!("big,host=h{} v={i} {}\n", i % 100, 1_000_000 + i));
+    }
+    let reply = http::post(&write_url(&proxy, &db, ""), &[], body.as_bytes());
+    assert_eq!(reply.status, 204, "{}", reply.body);
+    assert_count("big on a", 100_000, || servers.a.count(&db, "big"));
+    assert_count("big on b", 100_000, || servers.b.count(&db, "big"));
+}
+
+#[test]
+fn chunked_and_expect_continue_requests_work() {
+    let servers = backends();
+    let db = unique("framing");
+    servers.create_database(&db);
+    let proxy = Fluxgate::start(
+        "",
+        &two_backend_config(
+            servers.a.http_port,
+            servers.b.http_port,
+            "_default_ = [\"a\"]",
+        ),
+    );
+    let mut raw = Raw::connect(proxy.addr);
+
+    // Chunked, split across several chunks mid-line.
+    let lines = "chunked v=1 1\nchunked v=2 2\nchunked v=3 3\n";
+    let (one, two) = lines.split_at(17);
+    raw.send(
+        format!(
+            "POST /write?db={db} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\
+             {:x}\r\n{one}\r\n{:x}\r\n{two}\r\n0\r\n\r\n",
+            one.len(),
+            two.len()
+        )
+        .as_bytes(),
+    );
+    let reply = raw.read_response();
+    assert_eq!(reply.status, 204, "{}", reply.body);
+
+    // Expect: 100-continue on the same kept-alive connection.
+    let body = "continued v=1 1\ncontinued v=2 2\n";
+    raw.send(
+        format!(
+            "POST /write?db={db} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    assert_eq!(raw.read_response().status, 100);
+    raw.send(body.as_bytes());
+    assert_eq!(raw.read_response().status, 204);
+
+    // Two pipelined requests in one send.
+    let one = "piped v=1 1\n";
+    let request = format!(
+        "POST /write?db={db} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{one}",
+        one.len()
+    );
+    raw.send(format!("{request}{request}").as_bytes());
+    assert_eq!(raw.read_response().status, 204);
+    assert_eq!(raw.read_response().status, 204);
+
+    assert_count("chunked", 3, || servers.a.count(&db, "chunked"));
+    assert_count("continued", 2, || servers.a.count(&db, "continued"));
+    assert_count("piped", 1, || servers.a.count(&db, "piped"));
+}
+
+#[test]
+fn malformed_lines_are_rejected_while_the_good_lines_land() {
+    let servers = backends();
+    let db = unique("partial");
+    servers.create_database(&db);
+    let proxy = Fluxgate::start(
+        "",
+        &two_backend_config(
+            servers.a.http_port,
+            servers.b.http_port,
+            "_default_ = [\"a\", \"b\"]",
+        ),
+    );
+    let body = "good v=1 1\ngood v= 2\n# a comment\ngood v=3 3\ngood,tag v=4 4\ngood v=5 5\n";
+    let reply = http::post(&write_url(&proxy, &db, ""), &[], body.as_bytes());
+    assert_eq!(reply.status, 400);
+    assert_eq!(reply.header("Content-Type"), Some("application/json"));
+    assert_eq!(
+        reply.error(),
+        "partial write: unable to parse 'good v= 2': missing field value (line 2)\n\
+         unable to parse 'good,tag v=4 4': missing tag value (line 5) dropped=2"
+    );
+    assert_count("good on a", 3, || servers.a.count(&db, "good"));
+    assert_count("good on b", 3, || servers.b.count(&db, "good"));
+
+    // Every line bad: InfluxDB's plain "unable to parse", nothing written.
+    let reply = http::post(&write_url(&proxy, &db, ""), &[], b"bad\n");
+    assert_eq!(reply.status, 400);
+    assert_eq!(
+        reply.error(),
+        "unable to parse 'bad': missing fields (line 1)"
+    );
+}
+
+#[test]
+fn bad_requests_get_clear_errors() {
+    let servers = backends();
+    let db = unique("bad");
+    servers.create_database(&db);
+    let proxy = Fluxgate::start(
+        "max_body_bytes = \"64KiB\"\nmax_decompressed_bytes = \"128KiB\"",
+        &two_backend_config(
+            servers.a.http_port,
+            servers.b.http_port,
+            "_default_ = [\"a\"]",
+        ),
+    );
+
+    // Missing db.
+    let reply = http::post(&proxy.url("/write"), &[], b"m v=1 1\n");
+    assert_eq!(
+        (reply.status, reply.error().as_str()),
+        (400, "database is required")
+    );
+    // Bad precision.
+    let reply = http::post(
+        &write_url(&proxy, &db, "&precision=fortnight"),
+        &[],
+        b"m v=1 1\n",
+    );
+    assert_eq!(reply.status, 400);
+    assert!(
+        reply.error().starts_with("invalid precision"),
+        "{}",
+        reply.body
+    );
+    // Broken gzip.
+    let mut broken = http::gzip(b"m v=1 1\n");
+    let middle = broken.len() / 2;
+    broken[middle] ^= 0xff;
+    let reply = http::post(
+        &write_url(&proxy, &db, ""),
+        &[("Content-Encoding", "gzip")],
+        &broken,
+    );
+    assert_eq!(reply.status, 400, "{}", reply.body);
+    assert!(reply.error().contains("gzip"), "{}", reply.body);
+    // Not gzip at all.
+    let reply = http::post(
+        &write_url(&proxy, &db, ""),
+        &[("Content-Encoding", "gzip")],
+        b"m v=1 1\n",
+    );
+    assert_eq!(reply.status, 400, "{}", reply.body);
+    // Body over the limit, and exactly at it.
+    let line = "m v=1 1\n";
+    let at_limit = line.repeat(64 * 1024 / line.len());
+    let reply = http::post(&write_url(&proxy, &db, ""), &[], at_limit.as_bytes());
+    assert_eq!(reply.status, 204, "{}", reply.body);
+    let over = "x".repeat(64 * 1024 + 1);
+    let reply = http::post(&write_url(&proxy, &db, ""), &[], over.as_bytes());
+    assert_eq!(reply.status, 413, "{}", reply.body);
+    // A gzip bomb: small on the wire, over max_decompressed_bytes inflated.
+    let bomb = http::gzip(line.repeat(200 * 1024 / line.len()).as_bytes());
+    assert!(bomb.len() < 64 * 1024);
+    let reply = http::post(
+        &write_url(&proxy, &db, ""),
+        &[("Content-Encoding", "gzip")],
+        &bomb,
+    );
+    assert_eq!(reply.status, 413, "{}", reply.body);
+    // Unsupported encoding.
+    let reply = http::post(
+        &write_url(&proxy, &db, ""),
+        &[("Content-Encoding", "br")],
+        b"m v=1 1\n",
+    );
+    assert_eq!(reply.status, 415, "{}", reply.body);
+    // Wrong method.
+    assert_eq!(http::get(&write_url(&proxy, &db, "")).status, 405);
+
+    // Only the at-limit body was written, once.
+    assert_count("m", 1, || servers.a.count(&db, "m"));
+    // And the proxy still serves.
+    assert_eq!(http::get(&proxy.url("/ping")).status, 204);
+}
+
+#[test]
+fn a_stalled_client_is_timed_out() {
+    let servers = backends();
+    let proxy = Fluxgate::start(
+        "read_timeout = \"300ms\"",
+        &two_backend_config(
+            servers.a.http_port,
+            servers.b.http_port,
+            "_default_ = [\"a\"]",
+        ),
+    );
+    let mut raw = Raw::connect(proxy.addr);
+    raw.send(b"POST /write?db=x HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\npartial");
+    let reply = raw.read_response();
+    assert_eq!(reply.status, 408);
+    assert!(raw.is_closed());
+}
