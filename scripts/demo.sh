@@ -34,37 +34,6 @@ for port in 7076 18086 18087 18088 18089; do
   fi
 done
 
-start_influxd() { # name http-port rpc-port
-  local dir="$work/$1"
-  mkdir -p "$dir"
-  cat >"$dir/influxd.conf" <<CONF
-reporting-disabled = true
-bind-address = "127.0.0.1:$3"
-[meta]
-  dir = "$dir/meta"
-[data]
-  dir = "$dir/data"
-  wal-dir = "$dir/wal"
-  query-log-enabled = false
-[monitor]
-  store-enabled = false
-[http]
-  bind-address = "127.0.0.1:$2"
-  log-enabled = false
-CONF
-  influxd -config "$dir/influxd.conf" >"$dir/influxd.log" 2>&1 &
-  pids+=($!)
-}
-
-wait_ping() { # port what
-  for _ in $(seq 1 300); do
-    [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$1/ping")" = 204 ] && return 0
-    sleep 0.1
-  done
-  echo "$2 did not answer /ping on port $1" >&2
-  exit 1
-}
-
 echo "== starting InfluxDB a (:18086) and b (:18087)"
 start_influxd a 18086 18088
 start_influxd b 18087 18089

@@ -18,3 +18,37 @@ ensure_influxdb() {
     install_packages "${missing[@]}"
   fi
 }
+
+# Starts influxd in the background with its data under $work/NAME; appends its pid to pids.
+start_influxd() { # name http-port rpc-port
+  local dir="$work/$1"
+  mkdir -p "$dir"
+  cat >"$dir/influxd.conf" <<CONF
+reporting-disabled = true
+bind-address = "127.0.0.1:$3"
+[meta]
+  dir = "$dir/meta"
+[data]
+  dir = "$dir/data"
+  wal-dir = "$dir/wal"
+  query-log-enabled = false
+[monitor]
+  store-enabled = false
+[http]
+  bind-address = "127.0.0.1:$2"
+  log-enabled = false
+CONF
+  influxd -config "$dir/influxd.conf" >"$dir/influxd.log" 2>&1 &
+  pids+=($!)
+}
+
+# Waits until /ping on 127.0.0.1:PORT answers 204.
+wait_ping() { # port what
+  for _ in $(seq 1 300); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$1/ping")" = 204 ] && return 0
+    sleep 0.1
+  done
+  echo "$2 did not answer /ping on port $1" >&2
+  exit 1
+}
+

@@ -94,17 +94,13 @@ impl fmt::Display for ApiError {
             ApiError::HeadTooLarge { limit } => {
                 write!(f, "request head exceeds {limit} bytes (server.max_header_bytes)")
             }
-            ApiError::BodyTooLarge { limit } => write!(
+            ApiError::BodyTooLarge { limit } | ApiError::Chunked(ChunkedError::TooLarge { limit }) => write!(
                 f,
                 "request body exceeds {limit} bytes (server.max_body_bytes): send smaller batches"
             ),
             ApiError::UnsupportedEncoding(encoding) => {
                 write!(f, "unsupported encoding {encoding:?}: send plain or gzip bodies")
             }
-            ApiError::Chunked(ChunkedError::TooLarge { limit }) => write!(
-                f,
-                "request body exceeds {limit} bytes (server.max_body_bytes): send smaller batches"
-            ),
             ApiError::Chunked(e) => write!(f, "malformed chunked body: {e}"),
             ApiError::Gzip(GzipError::TooLarge { limit }) => write!(
                 f,

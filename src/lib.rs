@@ -13,7 +13,6 @@
 //! - [`config`], [`error`], [`shutdown`], [`chunked`], [`urlencoded`]: the parts they share.
 
 #![deny(unsafe_op_in_unsafe_fn)]
-#![warn(clippy::pedantic)]
 #![allow(
     clippy::module_name_repetitions,
     clippy::missing_errors_doc,

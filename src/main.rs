@@ -86,6 +86,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     tracing::info!(
         addr = %server.local_addr,
         workers = shared.config.worker_count(),
+        driver = server.driver,
         backends = shared.config.backends.len(),
         "fluxgate listening on {}",
         server.local_addr

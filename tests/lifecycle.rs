@@ -94,8 +94,16 @@ fn a_down_backend_gets_its_points_once_it_is_back() {
         "500 points after the restart",
         || (server.count(&db, "retry") == 500).then_some(()),
     );
-    let health = http::get(&proxy.url("/health"));
-    assert!(health.body.contains("\"up\":true"), "{}", health.body);
+    // The backend stores the points just before the writer reads its 204.
+    eventually(
+        Duration::from_secs(30),
+        "the backend to be counted up again",
+        || {
+            let health = http::get(&proxy.url("/health")).body;
+            (health.contains("\"up\":true") && health.contains("\"points_written\":500"))
+                .then_some(())
+        },
+    );
     assert!(proxy.log().contains("backend is up again"));
 }
 

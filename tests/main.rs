@@ -3,6 +3,9 @@
 
 mod harness;
 
+/// The write hot path allocates nothing per line (counting allocator).
+mod allocations;
+
 /// Process-level behaviour: config errors at start-up, shutdown draining.
 mod lifecycle;
 /// `/write`: routing, replication, precision, framing, bad input.

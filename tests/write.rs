@@ -447,3 +447,56 @@ fn a_stalled_client_is_timed_out() {
     assert_eq!(reply.status, 408);
     assert!(raw.is_closed());
 }
+
+#[test]
+fn both_io_drivers_serve_plain_gzip_and_chunked_writes() {
+    let servers = backends();
+    let db = unique("drivers");
+    servers.create_database(&db);
+    for driver in ["epoll", "io_uring"] {
+        let proxy = Fluxgate::start(
+            &format!("driver = \"{driver}\"\nworkers = 2"),
+            &two_backend_config(
+                servers.a.http_port,
+                servers.b.http_port,
+                "_default_ = [\"a\", \"b\"]",
+            ),
+        );
+        assert!(
+            proxy.log().contains(&format!("driver=\"{driver}\"")),
+            "{}",
+            proxy.log()
+        );
+        let measurement = format!("on_{driver}");
+        let line = |i: usize| format!("{measurement} v={i} {i}\n");
+        let reply = http::post(
+            &write_url(&proxy, &db, ""),
+            &[],
+            (0..10).map(line).collect::<String>().as_bytes(),
+        );
+        assert_eq!(reply.status, 204, "{driver}: {}", reply.body);
+        let gzipped = http::gzip((10..20).map(line).collect::<String>().as_bytes());
+        let reply = http::post(
+            &write_url(&proxy, &db, ""),
+            &[("Content-Encoding", "gzip")],
+            &gzipped,
+        );
+        assert_eq!(reply.status, 204, "{driver}: {}", reply.body);
+        let mut raw = Raw::connect(proxy.addr);
+        let body: String = (20..30).map(line).collect();
+        raw.send(
+            format!(
+                "POST /write?db={db} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
+                body.len()
+            )
+            .as_bytes(),
+        );
+        assert_eq!(raw.read_response().status, 204, "{driver}");
+        assert_count(&format!("{measurement} on a"), 30, || {
+            servers.a.count(&db, &measurement)
+        });
+        assert_count(&format!("{measurement} on b"), 30, || {
+            servers.b.count(&db, &measurement)
+        });
+    }
+}

@@ -28,6 +28,8 @@ pub struct Server {
     threads: Vec<JoinHandle<()>>,
     /// The address actually bound (port 0 in the config resolved).
     pub local_addr: SocketAddr,
+    /// The I/O driver the workers run on: "io_uring" or "epoll".
+    pub driver: &'static str,
 }
 
 impl Server {
@@ -48,18 +50,31 @@ impl Server {
             listeners.push(bind_reuseport(local_addr)?);
         }
         let mut threads = Vec::with_capacity(workers);
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
         for (id, listener) in listeners.into_iter().enumerate() {
             let shared = shared.clone();
             let queues = queues.to_vec();
+            let started = started_tx.clone();
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("fluxgate-worker-{id}"))
-                    .spawn(move || run_worker(id, shared, queues, listener))?,
+                    .spawn(move || run_worker(id, shared, queues, listener, &started))?,
             );
+        }
+        // Report a worker that cannot start (no io_uring with driver = "io_uring",
+        // say) as a start-up error instead of serving with fewer workers.
+        let mut drivers = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            match started_rx.recv() {
+                Ok(Ok(driver)) => drivers.push(driver),
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Err(io::Error::other("a worker thread ended during start-up")),
+            }
         }
         Ok(Server {
             threads,
             local_addr,
+            driver: drivers[0],
         })
     }
 
@@ -84,25 +99,29 @@ fn bind_reuseport(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
+/// Runs one worker until it has drained. Sends the driver's name on `started`
+/// once the runtime and listener are up, or the error that stopped them.
 fn run_worker(
     id: usize,
     shared: Arc<Shared>,
     queues: Vec<Sender<Arc<Batch>>>,
     listener: std::net::TcpListener,
+    started: &std::sync::mpsc::Sender<io::Result<&'static str>>,
 ) {
     let driver = shared.config.server.driver;
-    let serve = move || async move {
+    let serve = |driver: &'static str| async move {
         let listener = match monoio::net::TcpListener::from_std(listener) {
             Ok(listener) => listener,
             Err(e) => {
-                tracing::error!(worker = id, error = %e, "cannot register the listener with the runtime");
+                let _ = started.send(Err(e));
                 return;
             }
         };
         let worker = Rc::new(Worker::new(id, shared, queues));
+        let _ = started.send(Ok(driver));
         worker.run(listener).await;
     };
-    let result = match driver {
+    let built = match driver {
         Driver::Auto => RuntimeBuilder::<FusionDriver>::new()
             .enable_timer()
             .build()
@@ -111,19 +130,21 @@ fn run_worker(
                     monoio::FusionRuntime::Uring(_) => "io_uring",
                     monoio::FusionRuntime::Legacy(_) => "epoll",
                 };
-                tracing::debug!(worker = id, driver = name, "worker started");
-                runtime.block_on(serve())
+                runtime.block_on(serve(name));
             }),
         Driver::IoUring => RuntimeBuilder::<IoUringDriver>::new()
             .enable_timer()
             .build()
-            .map(|mut runtime| runtime.block_on(serve())),
+            .map(|mut runtime| runtime.block_on(serve("io_uring"))),
         Driver::Epoll => RuntimeBuilder::<LegacyDriver>::new()
             .enable_timer()
             .build()
-            .map(|mut runtime| runtime.block_on(serve())),
+            .map(|mut runtime| runtime.block_on(serve("epoll"))),
     };
-    if let Err(e) = result {
-        tracing::error!(worker = id, ?driver, error = %e, "cannot start the worker runtime");
+    if let Err(e) = built {
+        let _ = started.send(Err(io::Error::new(
+            e.kind(),
+            format!("cannot start a {driver:?} runtime for worker {id}: {e}"),
+        )));
     }
 }

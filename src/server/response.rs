@@ -49,20 +49,18 @@ impl Response {
     /// Serializes the response into `out` (appending). `keep_alive` is the
     /// connection's state after this response; `head_only` answers a HEAD request.
     pub fn encode(&self, out: &mut Vec<u8>, keep_alive: bool, head_only: bool) {
+        let error_json;
         let body: &[u8] = match &self.body {
             Body::Empty => b"",
-            Body::Error(_) => b"",
-            Body::Json(json) => json.as_bytes(),
-            Body::Text(text) => text.as_bytes(),
-        };
-        let mut error_json = Vec::new();
-        let body = if let Body::Error(message) = &self.body {
-            error_json.extend_from_slice(b"{\"error\":\"");
-            escape_json_into(message, &mut error_json);
-            error_json.extend_from_slice(b"\"}\n");
-            &error_json[..]
-        } else {
-            body
+            Body::Error(message) => {
+                let mut json = Vec::with_capacity(message.len() + 16);
+                json.extend_from_slice(b"{\"error\":\"");
+                escape_json_into(message, &mut json);
+                json.extend_from_slice(b"\"}\n");
+                error_json = json;
+                &error_json
+            }
+            Body::Json(text) | Body::Text(text) => text.as_bytes(),
         };
         let _ = write!(
             out,

@@ -151,6 +151,15 @@ impl Writer {
     fn deliver(&mut self, batch: &Batch) {
         let mut backoff = INITIAL_RETRY_BACKOFF;
         loop {
+            // Past the grace period, a backend known to be down gets no more
+            // attempts: each could take a whole connect timeout.
+            if self.shutdown.is_past_deadline() && !self.stats().up.load(Ordering::Relaxed) {
+                self.give_up(
+                    batch,
+                    "backend down at the end of the shutdown grace period",
+                );
+                return;
+            }
             let started = Instant::now();
             match self.attempt(batch) {
                 Outcome::Written => {
@@ -193,16 +202,7 @@ impl Writer {
                         .deadline()
                         .is_some_and(|deadline| wake >= deadline)
                     {
-                        self.stats()
-                            .points_lost
-                            .fetch_add(batch.lines as u64, Ordering::Relaxed);
-                        tracing::error!(
-                            backend = %self.config.name,
-                            points = batch.lines,
-                            db = %batch.key.db,
-                            %reason,
-                            "shutdown grace period over; batch not delivered",
-                        );
+                        self.give_up(batch, &reason);
                         return;
                     }
                     std::thread::sleep(wake.saturating_duration_since(Instant::now()));
@@ -210,6 +210,19 @@ impl Writer {
                 }
             }
         }
+    }
+
+    fn give_up(&self, batch: &Batch, reason: &str) {
+        self.stats()
+            .points_lost
+            .fetch_add(batch.lines as u64, Ordering::Relaxed);
+        tracing::error!(
+            backend = %self.config.name,
+            points = batch.lines,
+            db = %batch.key.db,
+            %reason,
+            "shutdown grace period over; batch not delivered",
+        );
     }
 
     fn attempt(&mut self, batch: &Batch) -> Outcome {

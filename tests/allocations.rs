@@ -1,0 +1,119 @@
+//! Allocations per request do not grow with the number of lines: the write hot
+//! path (`ingest`: scan, validate, route, batch) is measured with a counting
+//! allocator, for a small and a large body of the same shape.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::time::SystemTime;
+
+use fluxgate::api::write::ingest;
+use fluxgate::batch::{Batcher, Target};
+use fluxgate::config::Config;
+use fluxgate::lp::precision::Precision;
+use fluxgate::route::Router;
+
+/// Counts allocations made by the current thread only, so tests running in
+/// parallel do not disturb each other.
+struct CountingAllocator;
+
+thread_local! {
+    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
+}
+
+// SAFETY: defers every operation to the system allocator unchanged.
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+        // SAFETY: same contract as ours.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as ours.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+        // SAFETY: same contract as ours.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: CountingAllocator = CountingAllocator;
+
+fn allocations_during(f: impl FnOnce()) -> usize {
+    let before = ALLOCATIONS.with(Cell::get);
+    f();
+    ALLOCATIONS.with(Cell::get) - before
+}
+
+fn body(lines: usize) -> Vec<u8> {
+    let mut body = String::new();
+    for i in 0..lines {
+        // Two measurements routed to different sets, escapes, and lines with
+        // and without timestamps: every branch of the hot path.
+        match i % 4 {
+            0 => body.push_str(&format!(
+                "cpu,host=h{} usage_user={i}.5,usage_system=1i {}\n",
+                i % 10,
+                1_000 + i
+            )),
+            1 => body.push_str(&format!("mem,host=h{} used={i}i,free=2.5\n", i % 10)),
+            2 => body.push_str(&format!(
+                "my\\ cpu,host=h\\,{} v=\"s\\\"q\" {}\n",
+                i % 10,
+                1_000 + i
+            )),
+            _ => body.push_str(&format!("disk,path=/var v=t {}\n", 1_000 + i)),
+        }
+    }
+    body.into_bytes()
+}
+
+#[test]
+fn allocations_per_request_do_not_grow_with_the_number_of_lines() {
+    let config = Config::from_toml(
+        "[[backends]]\nname = \"a\"\nurl = \"http://h:1\"\n[[backends]]\nname = \"b\"\nurl = \"http://h:2\"\n\
+         [routes]\n_default_ = [\"a\", \"b\"]\nmem = [\"a\"]\n\"my cpu\" = [\"b\"]",
+    )
+    .unwrap();
+    let router = Router::new(&config);
+    let target = Target {
+        db: "db",
+        rp: None,
+        precision: Precision::Nanoseconds,
+        authorization: None,
+    };
+    // Batches large enough that neither body fills one: batch buffers are
+    // allocated per batch, which is the one cost allowed to follow the volume.
+    let mut batcher = Batcher::new(router.set_count(), 64 << 20);
+    let mut scratch = Vec::with_capacity(64);
+    let (small, large) = (body(100), body(20_000));
+    let mut run = |body: &[u8], lines: usize| {
+        allocations_during(|| {
+            let report = ingest(
+                &router,
+                &mut batcher,
+                &mut scratch,
+                &target,
+                body,
+                SystemTime::now(),
+            );
+            assert_eq!(report.accepted, lines);
+        })
+    };
+    // Warm up: the first request creates the open batches of each set.
+    run(&small, 100);
+    let for_small = run(&small, 100);
+    let for_large = run(&large, 20_000);
+    assert_eq!(
+        for_small, for_large,
+        "allocations grew with the body: {for_small} for 100 lines, {for_large} for 20000"
+    );
+    assert_eq!(
+        for_small, 0,
+        "a warm request should not allocate at all in ingest"
+    );
+}
