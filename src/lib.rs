@@ -10,6 +10,7 @@
 //! - [`batch`]: per-worker batches, frozen and shared by replicas.
 //! - [`dispatch`]: frozen batches -> each backend's bounded writer queue.
 //! - [`writer`]: writer threads posting batches to backends, with retries.
+//! - [`stats`]: per-thread counters and latency histograms, merged when read.
 //! - [`config`], [`error`], [`shutdown`], [`chunked`], [`urlencoded`]: the parts they share.
 
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -33,5 +34,6 @@ pub mod lp;
 pub mod route;
 pub mod server;
 pub mod shutdown;
+pub mod stats;
 pub mod urlencoded;
 pub mod writer;

@@ -76,7 +76,9 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let grace = config.write.shutdown_timeout;
     let shared = Arc::new(Shared {
         router: Router::new(&config),
-        stats: writers.stats.clone(),
+        backends: writers.stats.clone(),
+        queues: writers.queues.clone(),
+        workers: (0..config.worker_count()).map(|_| Arc::default()).collect(),
         shutdown: shutdown.clone(),
         started: Instant::now(),
         config,
@@ -103,7 +105,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     drop(queues);
     writers.join();
     let lost: u64 = shared
-        .stats
+        .backends
         .iter()
         .map(|s| s.points_lost.load(std::sync::atomic::Ordering::Relaxed))
         .sum();

@@ -8,5 +8,7 @@ mod allocations;
 
 /// Process-level behaviour: config errors at start-up, shutdown draining.
 mod lifecycle;
+/// `/metrics` and `/debug/latency`.
+mod observability;
 /// `/write`: routing, replication, precision, framing, bad input.
 mod write;

@@ -1,7 +1,8 @@
 //! The HTTP endpoints: InfluxDB 1.x's (`/write`, `/ping`, `/query`) and the
-//! proxy's own (`/health`). Handlers return responses; errors become statuses
+//! proxy's own (`/health`, `/metrics`, `/debug/latency`). Handlers return responses; errors become statuses
 //! in one place, `ApiError::response`.
 
+pub mod admin;
 pub mod ping;
 pub mod write;
 
@@ -18,8 +19,12 @@ pub async fn handle(worker: &Worker, head: &Head, buf: &[u8], body: &[u8]) -> Re
         (Method::Get | Method::Head, "/ping") => ping::ping(head.query(buf)),
         (Method::Post, "/write") => write::write(worker, head, buf, body).await,
         (Method::Get | Method::Head, "/health") => ping::health(worker),
+        (Method::Get | Method::Head, "/metrics") => admin::metrics(worker),
+        (Method::Get | Method::Head, "/debug/latency") => admin::latency(worker, head.query(buf)),
         (Method::Get | Method::Post, "/query") => ApiError::NotImplemented("/query").response(),
-        (_, "/ping" | "/write" | "/health" | "/query") => ApiError::MethodNotAllowed.response(),
+        (_, "/ping" | "/write" | "/health" | "/query" | "/metrics" | "/debug/latency") => {
+            ApiError::MethodNotAllowed.response()
+        }
         _ => ApiError::NotFound.response(),
     }
 }

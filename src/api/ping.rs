@@ -33,7 +33,7 @@ pub fn health(worker: &Worker) -> Response {
         env!("CARGO_PKG_VERSION"),
         shared.started.elapsed().as_secs()
     );
-    for (i, stats) in shared.stats.iter().enumerate() {
+    for (i, stats) in shared.backends.iter().enumerate() {
         if i > 0 {
             json.push(',');
         }

@@ -10,6 +10,7 @@
 
 use std::fmt::Write as _;
 use std::io::Write as _;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine;
@@ -116,6 +117,10 @@ pub async fn write(worker: &Worker, head: &Head, buf: &[u8], body: &[u8]) -> Res
 
 async fn try_write(worker: &Worker, head: &Head, buf: &[u8], body: &[u8]) -> Result<(), ApiError> {
     let params = WriteParams::parse(head.query(buf), head.authorization(buf))?;
+    worker
+        .stats
+        .bytes_received
+        .fetch_add(body.len() as u64, Ordering::Relaxed);
     admit(worker).await?;
     let received = SystemTime::now();
     let shared = &worker.shared;
@@ -146,6 +151,13 @@ async fn try_write(worker: &Worker, head: &Head, buf: &[u8], body: &[u8]) -> Res
             body,
             received,
         );
+        let stats = &worker.stats;
+        stats
+            .lines_received
+            .fetch_add((report.accepted + report.dropped) as u64, Ordering::Relaxed);
+        stats
+            .lines_invalid
+            .fetch_add(report.dropped as u64, Ordering::Relaxed);
         if decompressed.capacity() > RETAINED_DECOMPRESSED_BYTES {
             *decompressed = Vec::new();
         }

@@ -7,7 +7,7 @@
 //! `buf` for the next round.
 
 use std::io;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
@@ -19,6 +19,7 @@ use super::worker::Worker;
 use crate::api;
 use crate::chunked::ChunkedDecoder;
 use crate::error::ApiError;
+use crate::stats::Endpoint;
 
 /// Initial read buffer: a request head and a small body fit in one read.
 const INITIAL_BUFFER_BYTES: usize = 16 << 10;
@@ -80,6 +81,8 @@ pub async fn serve(stream: TcpStream, worker: &Worker) {
             }
         };
 
+        // Latency is measured from a complete head to the answer sent.
+        let started = Instant::now();
         let body_end = match conn
             .read_body(&head, server.read_timeout, max_body_bytes)
             .await
@@ -98,7 +101,12 @@ pub async fn serve(stream: TcpStream, worker: &Worker) {
         let keep_alive = head.keep_alive && !response.close && !worker.stopping.is_fired();
         conn.out.clear();
         response.encode(&mut conn.out, keep_alive, head.method == Method::Head);
-        if conn.write_out().await.is_err() || !keep_alive {
+        let written = conn.write_out().await;
+        let endpoint = Endpoint::from_path(head.path(&conn.buf));
+        worker
+            .stats
+            .record_request(endpoint, response.status, started.elapsed());
+        if written.is_err() || !keep_alive {
             return;
         }
         conn.consume(body_end);

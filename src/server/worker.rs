@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Receiver, Sender};
 use monoio::net::TcpListener;
 
 use crate::batch::{Batch, Batcher};
@@ -23,7 +23,7 @@ use crate::dispatch::Dispatcher;
 use crate::lp::gzip::Gunzip;
 use crate::route::Router;
 use crate::shutdown::Shutdown;
-use crate::writer::BackendStats;
+use crate::stats::{BackendStats, WorkerStats};
 
 /// How often a worker checks for aged batches, overflow and shutdown. A tenth of
 /// the default flush interval: batches leave at most this much later than due.
@@ -36,7 +36,12 @@ const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
 pub struct Shared {
     pub config: Config,
     pub router: Router,
-    pub stats: Arc<[BackendStats]>,
+    /// Per backend, indexed by backend id.
+    pub backends: Arc<[BackendStats]>,
+    /// Per backend, a receiving end of its writer queue (for its depth).
+    pub queues: Vec<Receiver<Arc<Batch>>>,
+    /// Per worker, indexed by worker id.
+    pub workers: Vec<Arc<WorkerStats>>,
     pub shutdown: Arc<Shutdown>,
     pub started: Instant,
 }
@@ -56,6 +61,7 @@ pub struct WorkerState {
 pub struct Worker {
     pub id: usize,
     pub shared: Arc<Shared>,
+    pub stats: Arc<WorkerStats>,
     pub state: RefCell<WorkerState>,
     /// Fired once when the process starts shutting down.
     pub stopping: LocalSignal,
@@ -76,6 +82,7 @@ impl Worker {
         };
         Worker {
             id,
+            stats: shared.workers[id].clone(),
             shared,
             state: RefCell::new(state),
             stopping: LocalSignal::default(),

@@ -15,7 +15,7 @@
 
 pub mod client;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -25,46 +25,19 @@ use crossbeam_channel::{Receiver, Sender};
 use crate::batch::Batch;
 use crate::config::{BackendConfig, BackendUrl, Config};
 use crate::shutdown::Shutdown;
+use crate::stats::BackendStats;
 use client::{BackendClient, Response};
 
 /// First wait before retrying a failed batch; doubles up to `write.max_retry_backoff`.
 const INITIAL_RETRY_BACKOFF: Duration = Duration::from_millis(100);
 
-/// Counters of one backend, updated per batch by its writers, read by anyone.
-#[derive(Debug)]
-pub struct BackendStats {
-    pub name: String,
-    pub points_written: AtomicU64,
-    pub batches_written: AtomicU64,
-    pub bytes_written: AtomicU64,
-    /// Points the backend refused with a 4xx.
-    pub points_rejected: AtomicU64,
-    /// Points given up at shutdown because the backend stayed unreachable.
-    pub points_lost: AtomicU64,
-    pub retries: AtomicU64,
-    /// False from the first failed attempt until the next success.
-    pub up: AtomicBool,
-}
-
-impl BackendStats {
-    fn new(name: &str) -> BackendStats {
-        BackendStats {
-            name: name.to_owned(),
-            points_written: AtomicU64::new(0),
-            batches_written: AtomicU64::new(0),
-            bytes_written: AtomicU64::new(0),
-            points_rejected: AtomicU64::new(0),
-            points_lost: AtomicU64::new(0),
-            retries: AtomicU64::new(0),
-            up: AtomicBool::new(true),
-        }
-    }
-}
-
 /// The writer threads of every backend.
 pub struct Writers {
     threads: Vec<JoinHandle<()>>,
     pub stats: Arc<[BackendStats]>,
+    /// A receiving end of each backend's queue, for its depth only: holding it
+    /// does not keep the queue open once the senders are gone.
+    pub queues: Vec<Receiver<Arc<Batch>>>,
 }
 
 impl Writers {
@@ -84,9 +57,11 @@ impl Writers {
             .collect();
         let mut threads = Vec::new();
         let mut queues = Vec::new();
+        let mut receivers = Vec::new();
         for (id, backend) in config.backends.iter().enumerate() {
             let (sender, receiver) = crossbeam_channel::bounded(config.write.queue_batches);
             queues.push(sender);
+            receivers.push(receiver.clone());
             for n in 0..backend.writers {
                 let writer = Writer {
                     id,
@@ -107,7 +82,14 @@ impl Writers {
                 );
             }
         }
-        Ok((Writers { threads, stats }, queues))
+        Ok((
+            Writers {
+                threads,
+                stats,
+                queues: receivers,
+            },
+            queues,
+        ))
     }
 
     /// Waits for every writer to finish. Call after every sender is dropped.
@@ -231,7 +213,12 @@ impl Writer {
         } else {
             &batch.body
         };
-        match self.client.post_write(&batch.key, body, self.config.gzip) {
+        let started = Instant::now();
+        let result = self.client.post_write(&batch.key, body, self.config.gzip);
+        if result.is_ok() {
+            self.stats().flush_latency.record(started.elapsed());
+        }
+        match result {
             Ok(response) if (200..300).contains(&response.status) => Outcome::Written,
             Ok(response) if (400..500).contains(&response.status) => Outcome::Rejected(response),
             Ok(response) => Outcome::Failed(format!(

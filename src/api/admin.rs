@@ -1,0 +1,236 @@
+//! The proxy's own endpoints for operators: `/metrics` (Prometheus) and
+//! `/debug/latency` (percentiles from the per-thread histograms, merged here).
+
+use std::fmt::Write;
+use std::sync::atomic::Ordering;
+
+use crate::server::response::{escape_json_into, Body, Response};
+use crate::server::worker::Worker;
+use crate::stats::latency::{self, LatencyHistogram};
+use crate::stats::metrics::{Exposition, Kind};
+use crate::stats::Endpoint;
+use crate::urlencoded;
+
+/// `GET /metrics`: counters and gauges in Prometheus text format.
+pub fn metrics(worker: &Worker) -> Response {
+    let shared = &worker.shared;
+    let mut m = Exposition::new();
+
+    m.family(
+        "fluxgate_http_requests_total",
+        Kind::Counter,
+        "Requests answered, by endpoint and status (status 0: any other).",
+    );
+    for endpoint in Endpoint::ALL {
+        let mut by_status: Vec<(u16, u64)> = Vec::new();
+        for stats in &shared.workers {
+            for (status, count) in stats.requests(endpoint) {
+                match by_status.iter_mut().find(|(s, _)| *s == status) {
+                    Some((_, total)) => *total += count,
+                    None => by_status.push((status, count)),
+                }
+            }
+        }
+        by_status.sort_unstable();
+        for (status, count) in by_status {
+            m.sample(
+                "fluxgate_http_requests_total",
+                &[
+                    ("endpoint", endpoint.name()),
+                    ("status", &status.to_string()),
+                ],
+                count,
+            );
+        }
+    }
+    let worker_sum = |read: fn(&crate::stats::WorkerStats) -> u64| -> u64 {
+        shared.workers.iter().map(|w| read(w)).sum()
+    };
+    for (name, help, value) in [
+        (
+            "fluxgate_lines_received_total",
+            "Lines (points) received in write bodies, valid or not.",
+            worker_sum(|w| w.lines_received.load(Ordering::Relaxed)),
+        ),
+        (
+            "fluxgate_lines_invalid_total",
+            "Lines refused: malformed, or matching no route.",
+            worker_sum(|w| w.lines_invalid.load(Ordering::Relaxed)),
+        ),
+        (
+            "fluxgate_bytes_received_total",
+            "Write body bytes as received (compressed when sent gzip).",
+            worker_sum(|w| w.bytes_received.load(Ordering::Relaxed)),
+        ),
+    ] {
+        m.family(name, Kind::Counter, help);
+        m.sample(name, &[], value);
+    }
+
+    m.family(
+        "fluxgate_backend_up",
+        Kind::Gauge,
+        "1 while the backend's last write succeeded.",
+    );
+    for b in shared.backends.iter() {
+        m.sample(
+            "fluxgate_backend_up",
+            &[("backend", &b.name)],
+            u8::from(b.up.load(Ordering::Relaxed)),
+        );
+    }
+    m.family(
+        "fluxgate_backend_queue_batches",
+        Kind::Gauge,
+        "Batches waiting in the backend's writer queue.",
+    );
+    for (b, queue) in shared.backends.iter().zip(&shared.queues) {
+        m.sample(
+            "fluxgate_backend_queue_batches",
+            &[("backend", &b.name)],
+            queue.len(),
+        );
+    }
+    type Read = fn(&crate::stats::BackendStats) -> u64;
+    let counters: [(&str, &str, Read); 6] = [
+        (
+            "fluxgate_backend_points_written_total",
+            "Points the backend accepted.",
+            |b| b.points_written.load(Ordering::Relaxed),
+        ),
+        (
+            "fluxgate_backend_batches_written_total",
+            "Batches the backend accepted (points / batches = mean batch size).",
+            |b| b.batches_written.load(Ordering::Relaxed),
+        ),
+        (
+            "fluxgate_backend_bytes_written_total",
+            "Uncompressed batch bytes the backend accepted.",
+            |b| b.bytes_written.load(Ordering::Relaxed),
+        ),
+        (
+            "fluxgate_backend_points_rejected_total",
+            "Points the backend refused with a 4xx (not retried).",
+            |b| b.points_rejected.load(Ordering::Relaxed),
+        ),
+        (
+            "fluxgate_backend_points_lost_total",
+            "Points given up at shutdown because the backend stayed unreachable.",
+            |b| b.points_lost.load(Ordering::Relaxed),
+        ),
+        (
+            "fluxgate_backend_retries_total",
+            "Failed attempts (5xx, timeout, connection error).",
+            |b| b.retries.load(Ordering::Relaxed),
+        ),
+    ];
+    for (name, help, read) in counters {
+        m.family(name, Kind::Counter, help);
+        for b in shared.backends.iter() {
+            m.sample(name, &[("backend", &b.name)], read(b));
+        }
+    }
+    m.family(
+        "fluxgate_uptime_seconds",
+        Kind::Gauge,
+        "Seconds since fluxgate started.",
+    );
+    m.sample(
+        "fluxgate_uptime_seconds",
+        &[],
+        shared.started.elapsed().as_secs(),
+    );
+    Response {
+        status: 200,
+        body: Body::Text(m.finish()),
+        retry_after: None,
+        close: false,
+    }
+}
+
+/// `GET /debug/latency`: per endpoint and per backend (write round trip),
+/// percentiles in microseconds. `format=hgrm` gives HdrHistogram's percentile
+/// distribution text instead; `reset=true` starts a new interval after reading.
+pub fn latency(worker: &Worker, query: &str) -> Response {
+    let mut hgrm = false;
+    let mut reset = false;
+    for (key, value) in urlencoded::pairs(query) {
+        match (key, value) {
+            ("format", "hgrm") => hgrm = true,
+            ("reset", "true") => reset = true,
+            _ => {}
+        }
+    }
+    let shared = &worker.shared;
+    let endpoints: Vec<_> = [Endpoint::Write, Endpoint::Query, Endpoint::Ping]
+        .into_iter()
+        .map(|endpoint| {
+            (
+                endpoint.name(),
+                merge(shared.workers.iter().map(|w| w.latency(endpoint)), reset),
+            )
+        })
+        .collect();
+    let backends: Vec<_> = shared
+        .backends
+        .iter()
+        .map(|b| {
+            (
+                b.name.as_str(),
+                merge(std::iter::once(&b.flush_latency), reset),
+            )
+        })
+        .collect();
+
+    let mut out = String::with_capacity(2048);
+    if hgrm {
+        for (kind, entries) in [("endpoint", &endpoints), ("backend", &backends)] {
+            for (name, histogram) in entries {
+                let _ = writeln!(out, "# {kind} {name} (microseconds)");
+                latency::hgrm_text(histogram, &mut out);
+                out.push('\n');
+            }
+        }
+        return Response {
+            status: 200,
+            body: Body::Text(out),
+            retry_after: None,
+            close: false,
+        };
+    }
+    out.push_str("{\"unit\":\"us\",\"endpoints\":{");
+    write_entries(&mut out, &endpoints);
+    out.push_str("},\"backends\":{");
+    write_entries(&mut out, &backends);
+    out.push_str("}}\n");
+    Response {
+        status: 200,
+        body: Body::Json(out),
+        retry_after: None,
+        close: false,
+    }
+}
+
+/// One histogram holding the counts of `parts` (each reset afterwards with `reset`).
+fn merge<'a>(
+    parts: impl Iterator<Item = &'a LatencyHistogram>,
+    reset: bool,
+) -> hdrhistogram::Histogram<u64> {
+    let mut histogram = latency::empty();
+    for part in parts {
+        part.merge_into(&mut histogram, reset);
+    }
+    histogram
+}
+
+fn write_entries(out: &mut String, entries: &[(&str, hdrhistogram::Histogram<u64>)]) {
+    for (i, (name, histogram)) in entries.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let mut escaped = Vec::new();
+        escape_json_into(name, &mut escaped);
+        let _ = write!(out, "\"{}\":", String::from_utf8_lossy(&escaped));
+        latency::summary_json(histogram, out);
+    }
+}

@@ -1,0 +1,183 @@
+//! Counters and latency histograms, owned per thread and merged only when read
+//! (`/metrics`, `/debug/latency`, `/health`).
+//!
+//! Workers count per request, writers per batch, never per point. Each worker
+//! has its own [`WorkerStats`]; its atomics and histogram locks are touched by
+//! that worker alone, except for the moment a reader merges them.
+
+pub mod latency;
+pub mod metrics;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use latency::LatencyHistogram;
+
+/// The endpoints requests are counted and timed by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Write,
+    Query,
+    Ping,
+    Health,
+    Metrics,
+    Debug,
+    Other,
+}
+
+impl Endpoint {
+    pub const ALL: [Endpoint; 7] = [
+        Endpoint::Write,
+        Endpoint::Query,
+        Endpoint::Ping,
+        Endpoint::Health,
+        Endpoint::Metrics,
+        Endpoint::Debug,
+        Endpoint::Other,
+    ];
+
+    pub fn from_path(path: &str) -> Endpoint {
+        match path {
+            "/write" => Endpoint::Write,
+            "/query" => Endpoint::Query,
+            "/ping" => Endpoint::Ping,
+            "/health" => Endpoint::Health,
+            "/metrics" => Endpoint::Metrics,
+            p if p.starts_with("/debug/") => Endpoint::Debug,
+            _ => Endpoint::Other,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Endpoint::Write => "write",
+            Endpoint::Query => "query",
+            Endpoint::Ping => "ping",
+            Endpoint::Health => "health",
+            Endpoint::Metrics => "metrics",
+            Endpoint::Debug => "debug",
+            Endpoint::Other => "other",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The statuses fluxgate answers with, for per-status request counters; any
+/// other status is counted under the last slot.
+const STATUSES: [u16; 15] = [
+    200, 204, 400, 401, 404, 405, 408, 413, 415, 431, 500, 501, 502, 503, 0,
+];
+
+fn status_index(status: u16) -> usize {
+    STATUSES
+        .iter()
+        .position(|&s| s == status)
+        .unwrap_or(STATUSES.len() - 1)
+}
+
+/// One worker's counters.
+#[derive(Debug)]
+pub struct WorkerStats {
+    requests: [[AtomicU64; STATUSES.len()]; Endpoint::ALL.len()],
+    latency: [LatencyHistogram; Endpoint::ALL.len()],
+    /// Lines (points) in write bodies, valid or not.
+    pub lines_received: AtomicU64,
+    /// Lines refused: malformed or without a route.
+    pub lines_invalid: AtomicU64,
+    /// Write body bytes as received (compressed if sent gzip).
+    pub bytes_received: AtomicU64,
+}
+
+impl Default for WorkerStats {
+    fn default() -> Self {
+        WorkerStats {
+            requests: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
+            latency: std::array::from_fn(|_| LatencyHistogram::new()),
+            lines_received: AtomicU64::new(0),
+            lines_invalid: AtomicU64::new(0),
+            bytes_received: AtomicU64::new(0),
+        }
+    }
+}
+
+impl WorkerStats {
+    /// Counts one answered request and its latency (first byte to answer sent).
+    pub fn record_request(&self, endpoint: Endpoint, status: u16, elapsed: Duration) {
+        self.requests[endpoint.index()][status_index(status)].fetch_add(1, Ordering::Relaxed);
+        self.latency[endpoint.index()].record(elapsed);
+    }
+
+    pub fn latency(&self, endpoint: Endpoint) -> &LatencyHistogram {
+        &self.latency[endpoint.index()]
+    }
+
+    /// (status, count) pairs with a non-zero count; status 0 stands for "other".
+    pub fn requests(&self, endpoint: Endpoint) -> impl Iterator<Item = (u16, u64)> + '_ {
+        STATUSES
+            .iter()
+            .zip(&self.requests[endpoint.index()])
+            .map(|(&status, count)| (status, count.load(Ordering::Relaxed)))
+            .filter(|&(_, count)| count > 0)
+    }
+}
+
+/// Counters of one backend, updated per batch by its writers, read by anyone.
+#[derive(Debug)]
+pub struct BackendStats {
+    pub name: String,
+    pub points_written: AtomicU64,
+    pub batches_written: AtomicU64,
+    pub bytes_written: AtomicU64,
+    /// Points the backend refused with a 4xx.
+    pub points_rejected: AtomicU64,
+    /// Points given up at shutdown because the backend stayed unreachable.
+    pub points_lost: AtomicU64,
+    pub retries: AtomicU64,
+    /// False from the first failed attempt until the next success.
+    pub up: AtomicBool,
+    /// Round trip of each POST that got an answer.
+    pub flush_latency: LatencyHistogram,
+}
+
+impl BackendStats {
+    pub fn new(name: &str) -> BackendStats {
+        BackendStats {
+            name: name.to_owned(),
+            points_written: AtomicU64::new(0),
+            batches_written: AtomicU64::new(0),
+            bytes_written: AtomicU64::new(0),
+            points_rejected: AtomicU64::new(0),
+            points_lost: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            up: AtomicBool::new(true),
+            flush_latency: LatencyHistogram::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_counted_by_endpoint_and_status() {
+        let stats = WorkerStats::default();
+        stats.record_request(Endpoint::Write, 204, Duration::from_micros(100));
+        stats.record_request(Endpoint::Write, 204, Duration::from_micros(300));
+        stats.record_request(Endpoint::Write, 418, Duration::from_micros(5));
+        stats.record_request(Endpoint::from_path("/debug/latency"), 200, Duration::ZERO);
+        assert_eq!(
+            stats.requests(Endpoint::Write).collect::<Vec<_>>(),
+            vec![(204, 2), (0, 1)]
+        );
+        assert_eq!(
+            stats.requests(Endpoint::Debug).collect::<Vec<_>>(),
+            vec![(200, 1)]
+        );
+        assert_eq!(stats.latency(Endpoint::Write).snapshot().len(), 3);
+        assert_eq!(Endpoint::from_path("/nope"), Endpoint::Other);
+    }
+}

@@ -1,0 +1,130 @@
+//! `/metrics` and `/debug/latency` on a real fluxgate writing to real InfluxDB.
+
+use std::time::Duration;
+
+use crate::harness::http;
+use crate::harness::{backends, eventually, unique, Fluxgate};
+
+/// The value of the sample whose line starts with `prefix` (name and labels).
+fn sample(metrics: &str, prefix: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|line| line.starts_with(prefix) && line[prefix.len()..].starts_with(' '))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+}
+
+#[test]
+fn metrics_count_requests_lines_and_backend_writes() {
+    let servers = backends();
+    let db = unique("metrics");
+    servers.create_database(&db);
+    let config = format!(
+        "[[backends]]\nname = \"a\"\nurl = \"http://127.0.0.1:{}\"\n[[backends]]\nname = \"b\"\nurl = \"http://127.0.0.1:{}\"\n\
+         [routes]\n_default_ = [\"a\", \"b\"]\nsolo = [\"a\"]\n[write]\nflush_interval = \"10ms\"\n",
+        servers.a.http_port, servers.b.http_port
+    );
+    let proxy = Fluxgate::start("workers = 2", &config);
+    let write = |body: &str| {
+        http::post(&proxy.url(&format!("/write?db={db}")), &[], body.as_bytes()).status
+    };
+    assert_eq!(write("m v=1 1\nm v=2 2\nsolo v=1 1\n"), 204);
+    assert_eq!(write("m v=3 3\nbroken\n"), 400);
+    eventually(
+        Duration::from_secs(30),
+        "points written to both backends",
+        || {
+            let metrics = http::get(&proxy.url("/metrics")).body;
+            let a = sample(
+                &metrics,
+                "fluxgate_backend_points_written_total{backend=\"a\"}",
+            )?;
+            let b = sample(
+                &metrics,
+                "fluxgate_backend_points_written_total{backend=\"b\"}",
+            )?;
+            (a == 4.0 && b == 3.0).then_some(())
+        },
+    );
+    let reply = http::get(&proxy.url("/metrics"));
+    assert_eq!(reply.status, 200);
+    assert!(reply
+        .header("Content-Type")
+        .unwrap()
+        .starts_with("text/plain"));
+    let metrics = reply.body;
+    for (prefix, expected) in [
+        (
+            "fluxgate_http_requests_total{endpoint=\"write\",status=\"204\"}",
+            1.0,
+        ),
+        (
+            "fluxgate_http_requests_total{endpoint=\"write\",status=\"400\"}",
+            1.0,
+        ),
+        ("fluxgate_lines_received_total", 5.0),
+        ("fluxgate_lines_invalid_total", 1.0),
+        ("fluxgate_backend_up{backend=\"a\"}", 1.0),
+        ("fluxgate_backend_points_rejected_total{backend=\"b\"}", 0.0),
+        ("fluxgate_backend_queue_batches{backend=\"a\"}", 0.0),
+    ] {
+        assert_eq!(
+            sample(&metrics, prefix),
+            Some(expected),
+            "{prefix} in\n{metrics}"
+        );
+    }
+    assert!(metrics.contains("# TYPE fluxgate_backend_retries_total counter"));
+}
+
+#[test]
+fn latency_endpoint_reports_percentiles_hgrm_and_resets() {
+    let servers = backends();
+    let db = unique("latency");
+    servers.create_database(&db);
+    let config = format!(
+        "[[backends]]\nname = \"a\"\nurl = \"http://127.0.0.1:{}\"\n[routes]\n_default_ = [\"a\"]\n[write]\nflush_interval = \"10ms\"\n",
+        servers.a.http_port
+    );
+    let proxy = Fluxgate::start("workers = 2", &config);
+    for i in 0..20 {
+        let reply = http::post(
+            &proxy.url(&format!("/write?db={db}")),
+            &[],
+            format!("lat v={i} {i}\n").as_bytes(),
+        );
+        assert_eq!(reply.status, 204);
+    }
+    let report = eventually(
+        Duration::from_secs(30),
+        "a backend round trip to be recorded",
+        || {
+            let reply = http::get(&proxy.url("/debug/latency"));
+            let json: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+            (json["backends"]["a"]["count"].as_u64() > Some(0)).then_some(json)
+        },
+    );
+    assert_eq!(report["unit"], "us");
+    let write = &report["endpoints"]["write"];
+    assert_eq!(write["count"], 20, "{report}");
+    let (p50, p99, max) = (
+        write["p50"].as_u64().unwrap(),
+        write["p99"].as_u64().unwrap(),
+        write["max"].as_u64().unwrap(),
+    );
+    assert!(p50 >= 1 && p50 <= p99 && p99 <= max, "{write}");
+
+    let hgrm = http::get(&proxy.url("/debug/latency?format=hgrm")).body;
+    assert!(hgrm.contains("# endpoint write (microseconds)"), "{hgrm}");
+    assert!(hgrm.contains("Percentile"));
+    assert!(hgrm.contains("Total count    =           20]"), "{hgrm}");
+
+    let before_reset = http::get(&proxy.url("/debug/latency?reset=true")).body;
+    assert!(
+        before_reset.contains("\"write\":{\"count\":20,"),
+        "{before_reset}"
+    );
+    let after: serde_json::Value =
+        serde_json::from_str(&http::get(&proxy.url("/debug/latency")).body).unwrap();
+    assert_eq!(after["endpoints"]["write"]["count"], 0, "{after}");
+}
