@@ -219,17 +219,18 @@ fn push_padded(out: &mut Vec<u8>, value: u64, width: usize) {
 }
 
 /// splitmix64: tiny, seedable and good enough for test data; no `rand` dependency.
-struct Rng(u64);
+/// Also the sink's failure-injection dice.
+pub struct Rng(u64);
 
 impl Rng {
     /// One independent stream per (`seed`, `index`).
-    fn new(seed: u64, index: u64) -> Rng {
+    pub fn new(seed: u64, index: u64) -> Rng {
         let mut rng = Rng(seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        rng.next();
+        rng.next_u64();
         rng
     }
 
-    fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -238,8 +239,8 @@ impl Rng {
     }
 
     /// Uniform enough in `0..bound` for bounds far below 2^64.
-    fn below(&mut self, bound: u64) -> u64 {
-        self.next() % bound
+    pub fn below(&mut self, bound: u64) -> u64 {
+        self.next_u64() % bound
     }
 }
 

@@ -1,21 +1,29 @@
-//! Just enough HTTP/1.1 for a load client on loopback: the target URL, request
-//! heads, and a response reader for keep-alive connections.
+//! Just enough HTTP/1.1 for loadgen on loopback: the target URL, request heads,
+//! and the two readers of keep-alive connections, [`ResponseReader`] for the load
+//! clients and [`RequestReader`] for `loadgen sink`.
 //!
-//! The reader keeps one buffer per connection; bytes past the end of a response
+//! Both readers keep one buffer per connection; bytes past the end of a message
 //! (pipelined or early data) stay in it for the next call. Bodies may be framed by
-//! `Content-Length`, `Transfer-Encoding: chunked`, or the end of the connection,
-//! and 1xx, 204 and 304 responses have none. Parsing is a pure function of the
-//! buffered bytes ([`parse_response`]) so it is tested without sockets.
+//! `Content-Length`, `Transfer-Encoding: chunked`, or (responses only) the end of
+//! the connection; 1xx, 204 and 304 responses have none. A `Content-Length` body is
+//! handed out in place, without a copy; a chunked body is decoded once it is
+//! complete, so a large body arriving in many reads is copied once. Parsing is a
+//! pure function of the buffered bytes ([`parse_response`], [`parse_request`]) so
+//! it is tested without sockets.
 
-use std::io::{self, Read};
+use std::fmt;
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::ops::Range;
 
 use anyhow::{bail, Context, Result};
 
-/// Headers read per response; InfluxDB sends about eight.
+/// Headers read per message; InfluxDB sends about eight, clients a few more.
 const MAX_HEADERS: usize = 32;
 /// A response larger than this is treated as broken rather than buffered forever.
 pub const MAX_RESPONSE_BYTES: usize = 16 << 20; // 16 MiB
+/// Room for a request or response head on top of the body limit.
+const MAX_HEAD_BYTES: usize = 64 << 10; // 64 KiB
 /// First read buffer size: a whole InfluxDB write response fits.
 const INITIAL_BUFFER_BYTES: usize = 8 << 10; // 8 KiB
 
@@ -72,6 +80,42 @@ pub fn push_percent_encoded(out: &mut String, value: &str) {
     }
 }
 
+/// Decodes a query-string or form value: `%XX` escapes and `+` for space. A `%`
+/// not followed by two hex digits is kept as is, as lenient servers do.
+pub fn percent_decode(value: &str) -> String {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => match bytes.get(i + 1..i + 3).and_then(|h| hex_pair(h[0], h[1])) {
+                Some(byte) => {
+                    out.push(byte);
+                    i += 2;
+                }
+                None => out.push(b'%'),
+            },
+            byte => out.push(byte),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn hex_pair(high: u8, low: u8) -> Option<u8> {
+    let digit = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    Some(digit(high)? << 4 | digit(low)?)
+}
+
+/// Iterates the decoded `(name, value)` pairs of a query string or form body.
+pub fn form_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
+    query.split('&').filter(|p| !p.is_empty()).map(|pair| {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (percent_decode(name), percent_decode(value))
+    })
+}
+
 /// Writes a request head with a `Content-Length` body.
 pub fn write_request_head(
     out: &mut Vec<u8>,
@@ -82,19 +126,32 @@ pub fn write_request_head(
     content_encoding: Option<&str>,
     content_length: usize,
 ) {
-    out.clear();
+    write_head_start(out, method, path, target);
     out.extend_from_slice(
-        format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: fluxgate-loadgen\r\n\
-             Content-Type: {content_type}\r\nContent-Length: {content_length}\r\n",
-            target.authority
-        )
-        .as_bytes(),
+        format!("Content-Type: {content_type}\r\nContent-Length: {content_length}\r\n")
+            .as_bytes(),
     );
     if let Some(encoding) = content_encoding {
         out.extend_from_slice(format!("Content-Encoding: {encoding}\r\n").as_bytes());
     }
     out.extend_from_slice(b"\r\n");
+}
+
+/// Writes the head of a request without a body, such as `GET /query?...`.
+pub fn write_bodyless_head(out: &mut Vec<u8>, method: &str, path: &str, target: &Target) {
+    write_head_start(out, method, path, target);
+    out.extend_from_slice(b"\r\n");
+}
+
+fn write_head_start(out: &mut Vec<u8>, method: &str, path: &str, target: &Target) {
+    out.clear();
+    out.extend_from_slice(
+        format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: fluxgate-loadgen\r\n",
+            target.authority
+        )
+        .as_bytes(),
+    );
 }
 
 /// One complete response; `body` is borrowed from the reader until the next call.
@@ -106,23 +163,115 @@ pub struct Response<'a> {
     pub close: bool,
 }
 
+/// Where a parsed message's body is.
+#[derive(Debug, PartialEq, Eq)]
+pub enum BodyAt {
+    /// In place in the parsed buffer (`Content-Length` or read-to-close).
+    Buffer(Range<usize>),
+    /// Decoded into the `decoded` vector passed to the parser (chunked).
+    Decoded,
+}
+
 /// What [`parse_response`] found at the start of the buffer.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Parsed {
     pub status: u16,
     pub close: bool,
+    pub body: BodyAt,
     /// Bytes of the buffer this response took.
     pub consumed: usize,
 }
 
-/// Reads responses from one connection, reusing its buffers.
-pub struct ResponseReader {
+/// The result of parsing a buffer that may hold only part of a message.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Partial<T> {
+    Complete(T),
+    /// More bytes are needed; if the total the message will take is known (a
+    /// `Content-Length` body), it is given so the buffer can grow once.
+    Incomplete { total_bytes: Option<usize> },
+}
+
+/// The body is over the reader's limit: a request to answer with 413.
+#[derive(Debug)]
+pub struct TooLarge {
+    pub limit_bytes: usize,
+}
+
+impl fmt::Display for TooLarge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "body larger than {} bytes", self.limit_bytes)
+    }
+}
+
+impl std::error::Error for TooLarge {}
+
+/// Whether `e` is a [`TooLarge`].
+pub fn is_too_large(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<TooLarge>())
+}
+
+/// Unread bytes of one connection, kept between messages.
+struct InputBuffer {
     buf: Vec<u8>,
     /// Unread bytes are `buf[start..end]`; always `start <= end <= buf.len()`.
     start: usize,
     end: usize,
-    /// Decoded body of the last response.
-    body: Vec<u8>,
+    /// The buffer never grows past this.
+    max_bytes: usize,
+}
+
+impl InputBuffer {
+    fn new(max_bytes: usize) -> InputBuffer {
+        InputBuffer {
+            buf: vec![0; INITIAL_BUFFER_BYTES],
+            start: 0,
+            end: 0,
+            max_bytes,
+        }
+    }
+
+    fn unread(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    /// Marks `n` unread bytes as read. The bytes stay valid until the next read.
+    fn consume(&mut self, n: usize) -> usize {
+        let at = self.start;
+        self.start += n;
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+        at
+    }
+
+    /// Reads once from `src` into free space, first making room for at least
+    /// `total_bytes` unread bytes when that is known. Returns the bytes read.
+    fn fill<R: Read>(&mut self, src: &mut R, total_bytes: Option<usize>) -> io::Result<usize> {
+        let want = total_bytes.unwrap_or(0).max(self.end - self.start + 1);
+        if self.start > 0 && self.start + want > self.buf.len() {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if want > self.buf.len() || self.end == self.buf.len() {
+            if self.buf.len() >= self.max_bytes {
+                return Err(too_large(self.max_bytes - MAX_HEAD_BYTES));
+            }
+            let grown = want.max(self.buf.len() * 2).min(self.max_bytes);
+            self.buf.resize(grown, 0);
+        }
+        let read = src.read(&mut self.buf[self.end..])?;
+        self.end += read;
+        Ok(read)
+    }
+}
+
+/// Reads responses from one connection, reusing its buffers.
+pub struct ResponseReader {
+    input: InputBuffer,
+    /// Decoded body of the last chunked response.
+    decoded: Vec<u8>,
 }
 
 impl Default for ResponseReader {
@@ -134,10 +283,8 @@ impl Default for ResponseReader {
 impl ResponseReader {
     pub fn new() -> ResponseReader {
         ResponseReader {
-            buf: vec![0; INITIAL_BUFFER_BYTES],
-            start: 0,
-            end: 0,
-            body: Vec::new(),
+            input: InputBuffer::new(MAX_RESPONSE_BYTES + MAX_HEAD_BYTES),
+            decoded: Vec::new(),
         }
     }
 
@@ -150,133 +297,335 @@ impl ResponseReader {
     pub fn read_response<R: Read>(&mut self, src: &mut R) -> io::Result<Response<'_>> {
         let mut eof = false;
         loop {
-            // Re-parsing from the start after each read is quadratic only for large
-            // responses, and write responses are tiny.
-            let unread = &self.buf[self.start..self.end];
-            if let Some(parsed) = parse_response(unread, eof, &mut self.body)? {
-                self.start += parsed.consumed;
-                if self.start == self.end {
-                    self.start = 0;
-                    self.end = 0;
+            match parse_response(self.input.unread(), eof, &mut self.decoded)? {
+                Partial::Complete(parsed) => {
+                    let at = self.input.consume(parsed.consumed);
+                    let body = match parsed.body {
+                        BodyAt::Buffer(range) => &self.input.buf[at + range.start..at + range.end],
+                        BodyAt::Decoded => &self.decoded[..],
+                    };
+                    return Ok(Response {
+                        status: parsed.status,
+                        body,
+                        close: parsed.close || eof,
+                    });
                 }
-                return Ok(Response {
-                    status: parsed.status,
-                    body: &self.body,
-                    close: parsed.close || eof,
-                });
+                Partial::Incomplete { total_bytes } => {
+                    if eof {
+                        return Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "connection closed before a complete response",
+                        ));
+                    }
+                    eof = self.input.fill(src, total_bytes)? == 0;
+                }
             }
-            if eof {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "connection closed before a complete response",
-                ));
-            }
-            self.make_room()?;
-            let read = src.read(&mut self.buf[self.end..])?;
-            self.end += read;
-            eof = read == 0;
         }
-    }
-
-    /// Ensures free space after `end`: move unread bytes to the front, then grow.
-    fn make_room(&mut self) -> io::Result<()> {
-        if self.end < self.buf.len() {
-            return Ok(());
-        }
-        if self.start > 0 {
-            self.buf.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
-            return Ok(());
-        }
-        if self.buf.len() >= MAX_RESPONSE_BYTES {
-            return Err(invalid(format!(
-                "response larger than {MAX_RESPONSE_BYTES} bytes"
-            )));
-        }
-        self.buf
-            .resize((self.buf.len() * 2).min(MAX_RESPONSE_BYTES), 0);
-        Ok(())
     }
 }
 
-/// Parses one response at the start of `buf` into `body` (cleared first).
-/// `eof` says no more bytes will come, which completes a body framed by the
-/// connection's end. Returns `Ok(None)` when more bytes are needed.
+/// Parses one response at the start of `buf`. `eof` says no more bytes will come,
+/// which completes a body framed by the connection's end. A chunked body is
+/// decoded into `decoded` (cleared first).
 ///
 /// # Errors
 ///
 /// `InvalidData` for malformed heads, lengths or chunk framing.
-pub fn parse_response(buf: &[u8], eof: bool, body: &mut Vec<u8>) -> io::Result<Option<Parsed>> {
-    body.clear();
+pub fn parse_response(buf: &[u8], eof: bool, decoded: &mut Vec<u8>) -> io::Result<Partial<Parsed>> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut head = httparse::Response::new(&mut headers);
     let head_len = match head.parse(buf) {
         Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) => return Ok(None),
+        Ok(httparse::Status::Partial) => return Ok(Partial::Incomplete { total_bytes: None }),
         Err(e) => return Err(invalid(format!("bad response head: {e}"))),
     };
     let status = head.code.unwrap_or(0);
-    // HTTP/1.0 closes unless asked not to; 1.1 keeps alive unless told to close.
-    let mut close = head.version == Some(0);
-    let mut content_length = None;
-    let mut chunked = false;
-    for header in head.headers.iter() {
-        let value = std::str::from_utf8(header.value).unwrap_or("").trim();
-        if header.name.eq_ignore_ascii_case("content-length") {
-            let len: usize = value
-                .parse()
-                .map_err(|_| invalid(format!("bad Content-Length {value:?}")))?;
-            content_length = Some(len);
-        } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
-            chunked = value.to_ascii_lowercase().contains("chunked");
-        } else if header.name.eq_ignore_ascii_case("connection") {
-            let value = value.to_ascii_lowercase();
-            if value.contains("close") {
-                close = true;
-            } else if value.contains("keep-alive") {
-                close = false;
+    let fields = HeadFields::read(head.version, head.headers)?;
+    let mut close = fields.close;
+    let framing = if matches!(status, 100..=199 | 204 | 304) {
+        Framing::Length(0)
+    } else if fields.chunked {
+        Framing::Chunked
+    } else if let Some(len) = fields.content_length {
+        Framing::Length(len)
+    } else {
+        // No framing: the body runs to the end of the connection.
+        close = true;
+        Framing::ToEof
+    };
+    let body = locate_body(buf, head_len, framing, eof, MAX_RESPONSE_BYTES, decoded)?;
+    Ok(match body {
+        Partial::Complete((body, consumed)) => Partial::Complete(Parsed {
+            status,
+            close,
+            body,
+            consumed,
+        }),
+        Partial::Incomplete { total_bytes } => Partial::Incomplete { total_bytes },
+    })
+}
+
+/// Request methods the sink tells apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Head,
+    Post,
+    Other,
+}
+
+/// One complete request; borrowed from the reader until the next call.
+#[derive(Debug)]
+pub struct Request<'a> {
+    pub method: Method,
+    /// Path and query string, as sent.
+    pub target: &'a str,
+    /// `Content-Encoding: gzip`.
+    pub gzip: bool,
+    /// The client asked to close after this request (or spoke HTTP/1.0).
+    pub close: bool,
+    /// The body as framed (still compressed with `gzip`).
+    pub body: &'a [u8],
+    /// Bytes the request took on the wire: head, framing and body.
+    pub wire_bytes: usize,
+}
+
+/// What [`parse_request`] found at the start of the buffer.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ParsedRequest {
+    pub method: Method,
+    /// `target` is `buf[target]`.
+    pub target: Range<usize>,
+    pub gzip: bool,
+    pub close: bool,
+    pub body: BodyAt,
+    pub consumed: usize,
+}
+
+/// Reads requests from one connection, reusing its buffers; the server side of
+/// [`ResponseReader`].
+pub struct RequestReader {
+    input: InputBuffer,
+    decoded: Vec<u8>,
+    max_body_bytes: usize,
+    /// `100 Continue` went out for the request being read.
+    continue_sent: bool,
+}
+
+impl RequestReader {
+    pub fn new(max_body_bytes: usize) -> RequestReader {
+        RequestReader {
+            input: InputBuffer::new(max_body_bytes + MAX_HEAD_BYTES),
+            decoded: Vec::new(),
+            max_body_bytes,
+            continue_sent: false,
+        }
+    }
+
+    /// Reads until one whole request is buffered and returns it. Answers
+    /// `Expect: 100-continue` on `stream` once the head is in, as curl waits for it.
+    ///
+    /// A read timeout on `stream` surfaces as `WouldBlock` or `TimedOut`; the
+    /// partial request stays buffered and the next call goes on with it.
+    ///
+    /// # Errors
+    ///
+    /// I/O errors, `InvalidData` for malformed requests (a [`TooLarge`] inside
+    /// for bodies over the limit), and `UnexpectedEof` when the client closes,
+    /// between requests or in the middle of one.
+    pub fn read_request<S: Read + Write>(&mut self, stream: &mut S) -> io::Result<Request<'_>> {
+        loop {
+            match parse_request(self.input.unread(), self.max_body_bytes, &mut self.decoded)? {
+                Partial::Complete(parsed) => {
+                    self.continue_sent = false;
+                    let at = self.input.consume(parsed.consumed);
+                    let buf = &self.input.buf;
+                    let target = std::str::from_utf8(&buf[at + parsed.target.start..at + parsed.target.end])
+                        .map_err(|_| invalid("request target is not UTF-8".to_owned()))?;
+                    let body = match parsed.body {
+                        BodyAt::Buffer(range) => &buf[at + range.start..at + range.end],
+                        BodyAt::Decoded => &self.decoded[..],
+                    };
+                    return Ok(Request {
+                        method: parsed.method,
+                        target,
+                        gzip: parsed.gzip,
+                        close: parsed.close,
+                        body,
+                        wire_bytes: parsed.consumed,
+                    });
+                }
+                Partial::Incomplete { total_bytes } => {
+                    if !self.continue_sent && expects_continue(self.input.unread()) {
+                        stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+                        self.continue_sent = true;
+                    }
+                    if self.input.fill(stream, total_bytes)? == 0 {
+                        return Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "client closed the connection",
+                        ));
+                    }
+                }
             }
         }
     }
-    let rest = &buf[head_len..];
-    let body_len = if matches!(status, 100..=199 | 204 | 304) {
-        0
-    } else if chunked {
-        match decode_chunked(rest, body)? {
-            Some(len) => {
-                return Ok(Some(Parsed {
-                    status,
-                    close,
-                    consumed: head_len + len,
-                }))
-            }
-            None => return Ok(None),
-        }
-    } else if let Some(len) = content_length {
-        if rest.len() < len {
-            return Ok(None);
-        }
-        len
-    } else if eof {
-        // No framing: the body runs to the end of the connection.
-        close = true;
-        rest.len()
-    } else {
-        return Ok(None);
-    };
-    body.extend_from_slice(&rest[..body_len]);
-    Ok(Some(Parsed {
-        status,
-        close,
-        consumed: head_len + body_len,
-    }))
 }
 
-/// Decodes a chunked body at the start of `buf` into `body`; returns the bytes it
-/// took (through the trailer's empty line), or `None` if incomplete.
-fn decode_chunked(buf: &[u8], body: &mut Vec<u8>) -> io::Result<Option<usize>> {
+/// Whether the complete head at the start of `buf` carries `Expect: 100-continue`.
+fn expects_continue(buf: &[u8]) -> bool {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut head = httparse::Request::new(&mut headers);
+    matches!(head.parse(buf), Ok(httparse::Status::Complete(_)))
+        && head.headers.iter().any(|h| {
+            h.name.eq_ignore_ascii_case("expect")
+                && h.value.eq_ignore_ascii_case(b"100-continue")
+        })
+}
+
+/// Parses one request at the start of `buf`; a chunked body is decoded into
+/// `decoded`. A request without `Content-Length` or chunking has no body.
+///
+/// # Errors
+///
+/// `InvalidData` for malformed heads or framing, with a [`TooLarge`] inside when
+/// the body is over `max_body_bytes`.
+pub fn parse_request(
+    buf: &[u8],
+    max_body_bytes: usize,
+    decoded: &mut Vec<u8>,
+) -> io::Result<Partial<ParsedRequest>> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut head = httparse::Request::new(&mut headers);
+    let head_len = match head.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => {
+            return Err(invalid(format!("request head over {MAX_HEAD_BYTES} bytes")))
+        }
+        Ok(httparse::Status::Partial) => return Ok(Partial::Incomplete { total_bytes: None }),
+        Err(e) => return Err(invalid(format!("bad request head: {e}"))),
+    };
+    let method = match head.method.unwrap_or("") {
+        "GET" => Method::Get,
+        "HEAD" => Method::Head,
+        "POST" => Method::Post,
+        _ => Method::Other,
+    };
+    let path = head.path.unwrap_or("/");
+    // httparse hands out slices of `buf`, so the offset is a subtraction.
+    let target_start = path.as_ptr() as usize - buf.as_ptr() as usize;
+    let target = target_start..target_start + path.len();
+    let fields = HeadFields::read(head.version, head.headers)?;
+    let framing = if fields.chunked {
+        Framing::Chunked
+    } else {
+        Framing::Length(fields.content_length.unwrap_or(0))
+    };
+    let body = locate_body(buf, head_len, framing, false, max_body_bytes, decoded)?;
+    Ok(match body {
+        Partial::Complete((body, consumed)) => Partial::Complete(ParsedRequest {
+            method,
+            target,
+            gzip: fields.gzip,
+            close: fields.close,
+            body,
+            consumed,
+        }),
+        Partial::Incomplete { total_bytes } => Partial::Incomplete { total_bytes },
+    })
+}
+
+/// The header fields that matter for framing and connection reuse.
+struct HeadFields {
+    content_length: Option<usize>,
+    chunked: bool,
+    gzip: bool,
+    close: bool,
+}
+
+impl HeadFields {
+    fn read(version: Option<u8>, headers: &[httparse::Header<'_>]) -> io::Result<HeadFields> {
+        // HTTP/1.0 closes unless asked not to; 1.1 keeps alive unless told to close.
+        let mut fields = HeadFields {
+            content_length: None,
+            chunked: false,
+            gzip: false,
+            close: version == Some(0),
+        };
+        for header in headers {
+            let value = std::str::from_utf8(header.value).unwrap_or("").trim();
+            if header.name.eq_ignore_ascii_case("content-length") {
+                let len: usize = value
+                    .parse()
+                    .map_err(|_| invalid(format!("bad Content-Length {value:?}")))?;
+                fields.content_length = Some(len);
+            } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
+                fields.chunked = value.to_ascii_lowercase().contains("chunked");
+            } else if header.name.eq_ignore_ascii_case("content-encoding") {
+                fields.gzip = value.eq_ignore_ascii_case("gzip");
+            } else if header.name.eq_ignore_ascii_case("connection") {
+                let value = value.to_ascii_lowercase();
+                if value.contains("close") {
+                    fields.close = true;
+                } else if value.contains("keep-alive") {
+                    fields.close = false;
+                }
+            }
+        }
+        Ok(fields)
+    }
+}
+
+/// How a message's body ends.
+#[derive(Clone, Copy)]
+enum Framing {
+    Length(usize),
+    Chunked,
+    /// Runs to the end of the connection (responses without framing).
+    ToEof,
+}
+
+/// Finds the body after a `head_len`-byte head; returns where it is and the bytes
+/// the whole message took.
+fn locate_body(
+    buf: &[u8],
+    head_len: usize,
+    framing: Framing,
+    eof: bool,
+    max_body_bytes: usize,
+    decoded: &mut Vec<u8>,
+) -> io::Result<Partial<(BodyAt, usize)>> {
+    let rest = &buf[head_len..];
+    let body_len = match framing {
+        Framing::Length(len) if len > max_body_bytes => return Err(too_large(max_body_bytes)),
+        Framing::Length(len) if rest.len() < len => {
+            return Ok(Partial::Incomplete {
+                total_bytes: Some(head_len + len),
+            })
+        }
+        Framing::Length(len) => len,
+        Framing::ToEof if eof => rest.len(),
+        Framing::ToEof => return Ok(Partial::Incomplete { total_bytes: None }),
+        Framing::Chunked => {
+            // Walk the chunk sizes first and copy only once the body is all here.
+            let Some(len) = chunked_len(rest, max_body_bytes)? else {
+                return Ok(Partial::Incomplete { total_bytes: None });
+            };
+            decode_chunked(&rest[..len], decoded);
+            return Ok(Partial::Complete((BodyAt::Decoded, head_len + len)));
+        }
+    };
+    Ok(Partial::Complete((
+        BodyAt::Buffer(head_len..head_len + body_len),
+        head_len + body_len,
+    )))
+}
+
+/// The bytes a chunked body at the start of `buf` takes (through the trailer's
+/// empty line), or `None` if incomplete. Copies nothing.
+fn chunked_len(buf: &[u8], max_body_bytes: usize) -> io::Result<Option<usize>> {
     let mut pos = 0;
+    let mut body_bytes = 0usize;
     loop {
         let (size_len, size) = match httparse::parse_chunk_size(&buf[pos..]) {
             Ok(httparse::Status::Complete(found)) => found,
@@ -296,20 +645,39 @@ fn decode_chunked(buf: &[u8], body: &mut Vec<u8>) -> io::Result<Option<usize>> {
                 }
             }
         }
-        let size = usize::try_from(size)
+        body_bytes = usize::try_from(size)
             .ok()
-            .filter(|&s| s <= MAX_RESPONSE_BYTES)
-            .ok_or_else(|| invalid(format!("chunk of {size} bytes")))?;
+            .and_then(|s| body_bytes.checked_add(s))
+            .filter(|&total| total <= max_body_bytes)
+            .ok_or_else(|| too_large(max_body_bytes))?;
+        let size = size as usize;
         if buf.len() < pos + size + 2 {
             return Ok(None);
         }
-        body.extend_from_slice(&buf[pos..pos + size]);
         pos += size;
         if &buf[pos..pos + 2] != b"\r\n" {
             return Err(invalid("chunk not followed by CRLF".to_owned()));
         }
         pos += 2;
     }
+}
+
+/// Copies the data of a complete chunked body, already checked by [`chunked_len`].
+fn decode_chunked(mut buf: &[u8], body: &mut Vec<u8>) {
+    body.clear();
+    while let Ok(httparse::Status::Complete((size_len, size))) = httparse::parse_chunk_size(buf) {
+        if size == 0 {
+            return;
+        }
+        let start = size_len;
+        let end = start + size as usize;
+        body.extend_from_slice(&buf[start..end]);
+        buf = &buf[end + 2..];
+    }
+}
+
+fn too_large(limit_bytes: usize) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, TooLarge { limit_bytes })
 }
 
 fn invalid(message: String) -> io::Error {
@@ -333,6 +701,63 @@ mod tests {
             self.data = &self.data[n..];
             Ok(n)
         }
+    }
+
+    /// A client side for [`RequestReader`]: reads from a [`Trickle`], keeps what
+    /// the server writes back.
+    struct Duplex<'a> {
+        input: Trickle<'a>,
+        written: Vec<u8>,
+    }
+
+    impl Read for Duplex<'_> {
+        fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+            self.input.read(out)
+        }
+    }
+
+    impl Write for Duplex<'_> {
+        fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+            self.written.extend_from_slice(data);
+            Ok(data.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Reads every request from `wire` with several read sizes, checks all give
+    /// the same (method, target, gzip, close, body, wire bytes) list.
+    #[track_caller]
+    fn read_requests(wire: &[u8], max_body_bytes: usize) -> Vec<(Method, String, bool, bool, String, usize)> {
+        let mut first = None;
+        for step in [1, 3, 64, 5000, wire.len().max(1)] {
+            let mut stream = Duplex {
+                input: Trickle { data: wire, step },
+                written: Vec::new(),
+            };
+            let mut reader = RequestReader::new(max_body_bytes);
+            let mut got = Vec::new();
+            loop {
+                match reader.read_request(&mut stream) {
+                    Ok(r) => got.push((
+                        r.method,
+                        r.target.to_owned(),
+                        r.gzip,
+                        r.close,
+                        String::from_utf8_lossy(r.body).into_owned(),
+                        r.wire_bytes,
+                    )),
+                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break,
+                    Err(e) => panic!("step {step}: {e}"),
+                }
+            }
+            match &first {
+                None => first = Some(got),
+                Some(f) => assert_eq!(&got, f, "step {step}"),
+            }
+        }
+        first.unwrap()
     }
 
     /// Reads every response from `wire` with each read size from 1 byte up, and
@@ -445,6 +870,67 @@ mod tests {
             let err = parse_response(wire, false, &mut Vec::new()).unwrap_err();
             assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{wire:?}");
         }
+    }
+
+    #[test]
+    fn requests_with_length_chunked_and_no_body_are_read_in_turn() {
+        let first = b"POST /write?db=a HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\
+                      Content-Encoding: gzip\r\n\r\ncpu v=1 1\n\n";
+        let second = b"POST /write?db=b HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n\
+                       4\r\ncpu \r\n6;x=y\r\nv=2 2\n\r\n0\r\n\r\n";
+        let third = b"GET /ping HTTP/1.0\r\n\r\n";
+        let wire = [&first[..], second, third].concat();
+        assert_eq!(
+            read_requests(&wire, 1 << 20),
+            [
+                (Method::Post, "/write?db=a".to_owned(), true, false, "cpu v=1 1\n\n".to_owned(), first.len()),
+                (Method::Post, "/write?db=b".to_owned(), false, false, "cpu v=2 2\n".to_owned(), second.len()),
+                (Method::Get, "/ping".to_owned(), false, true, String::new(), third.len()),
+            ]
+        );
+    }
+
+    #[test]
+    fn expect_continue_is_answered_once_before_the_body() {
+        let wire = b"POST /write?db=a HTTP/1.1\r\nExpect: 100-continue\r\n\
+                     Content-Length: 3\r\n\r\nabc";
+        let mut stream = Duplex {
+            input: Trickle { data: wire, step: 10 },
+            written: Vec::new(),
+        };
+        let mut reader = RequestReader::new(100);
+        assert_eq!(reader.read_request(&mut stream).unwrap().body, b"abc");
+        assert_eq!(stream.written, b"HTTP/1.1 100 Continue\r\n\r\n");
+    }
+
+    #[test]
+    fn request_bodies_over_the_limit_are_too_large() {
+        for (wire, limit) in [
+            (&b"POST / HTTP/1.1\r\nContent-Length: 11\r\n\r\n"[..], 10),
+            (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nabcdef\r\n5\r\n", 10),
+        ] {
+            let err = parse_request(wire, limit, &mut Vec::new()).unwrap_err();
+            assert!(is_too_large(&err), "{err}");
+        }
+        let at_limit = b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\n0123456789";
+        assert!(matches!(
+            parse_request(at_limit, 10, &mut Vec::new()).unwrap(),
+            Partial::Complete(_)
+        ));
+    }
+
+    #[test]
+    fn form_values_are_percent_decoded() {
+        let pairs: Vec<_> = form_pairs("db=my%20db&q=CREATE+DATABASE+%22x%22&bad=%zz&&flag").collect();
+        assert_eq!(
+            pairs,
+            [
+                ("db".to_owned(), "my db".to_owned()),
+                ("q".to_owned(), "CREATE DATABASE \"x\"".to_owned()),
+                ("bad".to_owned(), "%zz".to_owned()),
+                ("flag".to_owned(), String::new()),
+            ]
+        );
     }
 
     #[test]

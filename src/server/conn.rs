@@ -30,7 +30,7 @@ const RETAINED_BUFFER_BYTES: usize = 1 << 20;
 /// discarded before closing, so the client gets to read our answer.
 const LINGER_TIME: Duration = Duration::from_secs(2);
 const LINGER_MAX_BYTES: usize = 256 << 20;
-/// Smallest free space offered to a read.
+/// Smallest growth of a full buffer.
 const MIN_READ_BYTES: usize = 4096;
 
 enum ReadEnd {
@@ -121,7 +121,10 @@ impl Conn {
         wait: Duration,
         stop_on_shutdown: Option<&Worker>,
     ) -> Result<usize, ReadEnd> {
-        if self.buf.capacity() - self.buf.len() < MIN_READ_BYTES {
+        // A Content-Length body has its exact space reserved already; grow
+        // (geometrically) only when no space is left at all, so the end of a
+        // large body never doubles the buffer.
+        if self.buf.capacity() == self.buf.len() {
             self.buf.reserve(self.buf.capacity().max(MIN_READ_BYTES));
         }
         let len = self.buf.len();
