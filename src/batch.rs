@@ -5,6 +5,7 @@
 //! [`Batch`] is shared (`Arc`) by every backend of its set, so replication copies
 //! nothing, and an outbound gzip is computed once per batch, not once per replica.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -57,6 +58,19 @@ pub struct Batch {
     pub body: Vec<u8>,
     pub lines: usize,
     gzipped: OnceLock<Vec<u8>>,
+    /// Backends that have not yet settled the batch (written it, spooled it
+    /// durably, or refused it). Set before the batch is queued anywhere.
+    unsettled: AtomicUsize,
+    /// The first refusal, for clients waiting in `ack = "durable"` mode.
+    refusal: OnceLock<Refusal>,
+}
+
+/// A backend's refusal of a batch: its status and message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub backend: String,
+    pub status: u16,
+    pub message: String,
 }
 
 impl Batch {
@@ -66,7 +80,33 @@ impl Batch {
             body,
             lines,
             gzipped: OnceLock::new(),
+            unsettled: AtomicUsize::new(0),
+            refusal: OnceLock::new(),
         }
+    }
+
+    /// Announces how many backends will settle this batch; call before queueing it.
+    pub fn expect_settlements(&self, backends: usize) {
+        self.unsettled.store(backends, Ordering::Release);
+    }
+
+    /// One backend is done with the batch: `None` when it holds the points
+    /// (written, or durably spooled), the refusal otherwise.
+    pub fn settle(&self, refusal: Option<Refusal>) {
+        if let Some(refusal) = refusal {
+            let _ = self.refusal.set(refusal);
+        }
+        self.unsettled.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Every backend has settled the batch.
+    pub fn is_settled(&self) -> bool {
+        self.unsettled.load(Ordering::Acquire) == 0
+    }
+
+    /// The first backend refusal, once settled.
+    pub fn refusal(&self) -> Option<&Refusal> {
+        self.refusal.get()
     }
 
     /// The body gzip-compressed, computed by the first writer that asks and
@@ -179,6 +219,19 @@ impl Batcher {
     /// idle entries so that keys from past requests do not accumulate.
     pub fn flush_aged(&mut self, now: Instant, max_age: Duration) {
         self.flush_where(|batch| now.saturating_duration_since(batch.opened) >= max_age);
+    }
+
+    /// Freezes the batches the current request appended to (`ack = "durable"`:
+    /// the request waits for exactly these, so they leave now).
+    pub fn flush_request(&mut self) {
+        for (set_index, slot) in self.request_slots.iter().enumerate() {
+            let Some(slot) = *slot else { continue };
+            let batch = &mut self.open[set_index][slot];
+            if batch.lines > 0 {
+                self.ready
+                    .push((SetId(set_index as u32), freeze(batch, self.max_batch_bytes)));
+            }
+        }
     }
 
     /// Freezes every non-empty batch (shutdown).

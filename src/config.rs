@@ -131,6 +131,10 @@ pub struct WriteConfig {
     /// Upper bound of the exponential back-off between retries of a failed batch.
     #[serde(deserialize_with = "deserialize_duration")]
     pub max_retry_backoff: Duration,
+    /// With `ack = "durable"`, how long a write waits for its points to be
+    /// written or spooled before it is answered 503.
+    #[serde(deserialize_with = "deserialize_duration")]
+    pub ack_timeout: Duration,
     /// On SIGINT/SIGTERM, how long to keep delivering queued batches before exiting.
     #[serde(deserialize_with = "deserialize_duration")]
     pub shutdown_timeout: Duration,
@@ -147,6 +151,7 @@ impl Default for WriteConfig {
             queue_batches: 64,
             queue_timeout: Duration::from_secs(10),
             max_retry_backoff: Duration::from_secs(10),
+            ack_timeout: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(15),
         }
     }

@@ -30,8 +30,10 @@ impl Dispatcher {
     }
 
     /// Queues `batch` for every backend of `set`.
-    pub fn dispatch(&mut self, router: &Router, set: SetId, batch: Arc<Batch>) {
-        for &backend in router.backends(set) {
+    pub fn dispatch(&mut self, router: &Router, set: SetId, batch: &Arc<Batch>) {
+        let backends = router.backends(set);
+        batch.expect_settlements(backends.len());
+        for &backend in backends {
             if self.overflow[backend].is_empty() {
                 if let Err(rejected) = self.try_send(backend, batch.clone()) {
                     self.overflow[backend].push_back(rejected);
@@ -118,7 +120,7 @@ mod tests {
         let (b_tx, b_rx) = crossbeam_channel::bounded(3);
         let mut dispatcher = Dispatcher::new(vec![a_tx, b_tx]);
         for lines in 1..=3 {
-            dispatcher.dispatch(&router, set, batch(lines));
+            dispatcher.dispatch(&router, set, &batch(lines));
         }
         assert!(dispatcher.has_overflow());
         assert_eq!(dispatcher.blocked_backends().collect::<Vec<_>>(), vec![0]);

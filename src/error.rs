@@ -3,6 +3,7 @@
 
 use std::fmt;
 
+use crate::batch::Refusal;
 use crate::chunked::ChunkedError;
 use crate::lp::gzip::GzipError;
 use crate::server::response::Response;
@@ -35,6 +36,12 @@ pub enum ApiError {
     QueueFull {
         backends: String,
     },
+    /// `ack = "durable"`: the points were not written or spooled within `write.ack_timeout`.
+    NotDurable {
+        timeout: std::time::Duration,
+    },
+    /// `ack = "durable"`: a backend refused the points (its status and message).
+    BackendRefused(Refusal),
     NotFound,
     MethodNotAllowed,
     NotImplemented(&'static str),
@@ -59,7 +66,13 @@ impl ApiError {
             ApiError::UnsupportedEncoding(_) => 415,
             ApiError::HeadTooLarge { .. } => 431,
             ApiError::NotImplemented(_) => 501,
-            ApiError::QueueFull { .. } => 503,
+            ApiError::QueueFull { .. } | ApiError::NotDurable { .. } => 503,
+            // The backend's own 4xx (a missing database is its 404); anything
+            // else it says is a gateway problem.
+            ApiError::BackendRefused(refusal) if (400..500).contains(&refusal.status) => {
+                refusal.status
+            }
+            ApiError::BackendRefused(_) => 502,
         }
     }
 
@@ -80,7 +93,7 @@ impl ApiError {
     pub fn response(&self) -> Response {
         let mut response = Response::error(self.status(), self.to_string());
         response.close = self.closes_connection();
-        if let ApiError::QueueFull { .. } = self {
+        if let ApiError::QueueFull { .. } | ApiError::NotDurable { .. } = self {
             response.retry_after = Some(RETRY_AFTER_SECONDS);
         }
         response
@@ -112,6 +125,16 @@ impl fmt::Display for ApiError {
             ApiError::QueueFull { backends } => write!(
                 f,
                 "backend queue full for {backends}: the backend is slow or down; retry later"
+            ),
+            ApiError::NotDurable { timeout } => write!(
+                f,
+                "points not yet written or spooled after {timeout:?} (write.ack_timeout): a backend is slow or down; \
+                 retry later (points of this request may already be stored: retries are safe, InfluxDB overwrites identical points)"
+            ),
+            ApiError::BackendRefused(refusal) => write!(
+                f,
+                "backend {} refused the points (HTTP {}): {}",
+                refusal.backend, refusal.status, refusal.message
             ),
             ApiError::NotFound => f.write_str("not found"),
             ApiError::MethodNotAllowed => f.write_str("method not allowed"),

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::Parser;
-use fluxgate::config::{AckMode, Config};
+use fluxgate::config::Config;
 use fluxgate::route::Router;
 use fluxgate::server::worker::Shared;
 use fluxgate::server::Server;
@@ -50,12 +50,6 @@ fn main() {
 
 fn run(args: &Args) -> anyhow::Result<()> {
     let config = Config::load(&args.config)?;
-    if config.write.ack == AckMode::Durable {
-        anyhow::bail!(
-            "invalid config key `write.ack`: \"durable\" needs the spool, which this version does not have yet; \
-             use ack = \"accepted\" (points are acknowledged once queued in memory for every backend)"
-        );
-    }
     if config.spool.is_some() {
         tracing::warn!("[spool] is not implemented in this version and is ignored: failed batches are retried in memory");
     }

@@ -6,6 +6,8 @@ mod harness;
 /// The write hot path allocates nothing per line (counting allocator).
 mod allocations;
 
+/// `ack = "durable"`: answers only once backends hold the points.
+mod durable;
 /// Process-level behaviour: config errors at start-up, shutdown draining.
 mod lifecycle;
 /// `/metrics` and `/debug/latency`.

@@ -11,11 +11,13 @@
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine;
 
-use crate::batch::{Batcher, Target};
+use crate::batch::{Batch, Batcher, Target};
+use crate::config::AckMode;
 use crate::error::ApiError;
 use crate::lp::line::{parse_line, unescape_measurement};
 use crate::lp::precision::Precision;
@@ -163,8 +165,36 @@ async fn try_write(worker: &Worker, head: &Head, buf: &[u8], body: &[u8]) -> Res
         }
         report
     };
-    worker.dispatch_ready();
+    if worker.shared.config.write.ack == AckMode::Accepted {
+        worker.dispatch_ready();
+        return report.into_result();
+    }
+    // Durable: this request's batches leave now and it waits until every
+    // backend has them (written or spooled).
+    worker.state.borrow_mut().batcher.flush_request();
+    let mut frozen = Vec::new();
+    worker.dispatch_ready_into(Some(&mut frozen));
+    wait_until_settled(&frozen, worker.shared.config.write.ack_timeout).await?;
     report.into_result()
+}
+
+/// How often a durable write looks whether its batches are settled. Writers
+/// are other threads; a short poll is simpler than a cross-thread waker and
+/// costs one timer per waiting request.
+const SETTLE_POLL: Duration = Duration::from_millis(1);
+
+async fn wait_until_settled(batches: &[Arc<Batch>], timeout: Duration) -> Result<(), ApiError> {
+    let started = Instant::now();
+    while !batches.iter().all(|b| b.is_settled()) {
+        if started.elapsed() >= timeout {
+            return Err(ApiError::NotDurable { timeout });
+        }
+        monoio::time::sleep(SETTLE_POLL).await;
+    }
+    match batches.iter().find_map(|b| b.refusal()) {
+        Some(refusal) => Err(ApiError::BackendRefused(refusal.clone())),
+        None => Ok(()),
+    }
 }
 
 /// A worker keeps at most this much gunzip space between requests.

@@ -92,9 +92,18 @@ impl Worker {
 
     /// Hands every frozen batch to the dispatcher.
     pub fn dispatch_ready(&self) {
+        self.dispatch_ready_into(None);
+    }
+
+    /// Hands every frozen batch to the dispatcher and, with `frozen`, keeps a
+    /// handle on each (for requests that wait until their batches settle).
+    pub fn dispatch_ready_into(&self, mut frozen: Option<&mut Vec<Arc<Batch>>>) {
         let state = &mut *self.state.borrow_mut();
         for (set, batch) in state.batcher.take_ready() {
-            state.dispatcher.dispatch(&self.shared.router, set, batch);
+            state.dispatcher.dispatch(&self.shared.router, set, &batch);
+            if let Some(frozen) = frozen.as_deref_mut() {
+                frozen.push(batch);
+            }
         }
     }
 

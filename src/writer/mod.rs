@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::batch::Batch;
+use crate::batch::{Batch, Refusal};
 use crate::config::{BackendConfig, BackendUrl, Config};
 use crate::shutdown::Shutdown;
 use crate::stats::BackendStats;
@@ -145,6 +145,7 @@ impl Writer {
             let started = Instant::now();
             match self.attempt(batch) {
                 Outcome::Written => {
+                    batch.settle(None);
                     let stats = self.stats();
                     stats
                         .points_written
@@ -159,6 +160,11 @@ impl Writer {
                     return;
                 }
                 Outcome::Rejected(response) => {
+                    batch.settle(Some(Refusal {
+                        backend: self.config.name.clone(),
+                        status: response.status,
+                        message: response.body_text(),
+                    }));
                     self.stats()
                         .points_rejected
                         .fetch_add(batch.lines as u64, Ordering::Relaxed);
@@ -195,6 +201,11 @@ impl Writer {
     }
 
     fn give_up(&self, batch: &Batch, reason: &str) {
+        batch.settle(Some(Refusal {
+            backend: self.config.name.clone(),
+            status: 503,
+            message: format!("not delivered before shutdown: {reason}"),
+        }));
         self.stats()
             .points_lost
             .fetch_add(batch.lines as u64, Ordering::Relaxed);

@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# Capacity of fluxgate alone: loadgen -> fluxgate -> two `loadgen sink` null
+# backends (every point replicated to both), on this machine, side by side in
+# one run. Prints the markdown tables of tuning.md.
+#
+#   scripts/capacity.sh [SECONDS]      (default 20 s per case; the RSS case runs 60 s)
+#
+# Everything shares this machine's cores: loadgen, fluxgate and the sinks. The
+# figure to compare across machines is points per CPU-second of the fluxgate
+# process (utime + stime from /proc/PID/stat over the run), not points/s.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+
+seconds=${1:-20}
+cargo build --release --locked -p fluxgate -p loadgen 2>&1 | tail -1
+loadgen=./target/release/loadgen
+fluxgate=./target/release/fluxgate
+
+work=$(mktemp -d /tmp/fluxgate-capacity.XXXXXX)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+cpu_seconds() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat"; }
+peak_rss_mib() { awk '/VmHWM/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status"; }
+
+sink_a=$(free_port); sink_b=$(free_port)
+$loadgen sink --listen "127.0.0.1:$sink_a" --listen "127.0.0.1:$sink_b" >"$work/sink.log" 2>&1 &
+pids+=($!)
+wait_ping "$sink_a" "loadgen sink"
+wait_ping "$sink_b" "loadgen sink"
+
+# Starts fluxgate with extra [server]/[write] settings; sets $proxy and $proxy_pid.
+start_fluxgate() { # server-settings write-settings backend-settings
+  proxy=$(free_port)
+  cat >"$work/fluxgate.toml" <<CONF
+[server]
+listen = "127.0.0.1:$proxy"
+$1
+[[backends]]
+name = "a"
+url = "http://127.0.0.1:$sink_a"
+$3
+[[backends]]
+name = "b"
+url = "http://127.0.0.1:$sink_b"
+$3
+[routes]
+"_default_" = ["a", "b"]
+[write]
+$2
+CONF
+  $fluxgate --config "$work/fluxgate.toml" >"$work/fluxgate.log" 2>&1 &
+  proxy_pid=$!
+  pids+=("$proxy_pid")
+  wait_ping "$proxy" fluxgate
+}
+
+stop_fluxgate() {
+  kill "$proxy_pid"
+  wait "$proxy_pid" 2>/dev/null || true
+}
+
+# Runs loadgen against $1 with extra args; prints one JSON report.
+load() { # url duration args...
+  local url=$1 duration=$2
+  shift 2
+  $loadgen write --url "$url" --db capacity --duration "$duration" --batch-size 5000 --json "$@" 2>/dev/null
+}
+
+# One table row: label, then loadgen's report and fluxgate's CPU and peak RSS.
+row() { # label json cpu-before cpu-after rss
+  python3 - "$@" <<'PY'
+import json, sys
+label, report, before, after, rss = sys.argv[1], json.loads(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
+cpu = after - before
+lat = report["latency_ms"]
+errors = sum(report["errors"].values())
+per_cpu = f"{report['points'] / cpu / 1e6:.2f}" if cpu > 0 else "-"
+cpu = f"{cpu:.1f}" if cpu > 0 else "-"
+print(f"| {label} | {report['points_per_s'] / 1e6:.2f} | {per_cpu} | {cpu} | "
+      f"{lat['p50']:.2f} | {lat['p99']:.2f} | {rss} | {errors} |")
+PY
+}
+
+measure() { # label server-settings write-settings backend-settings loadgen-args...
+  local label=$1 server=$2 write=$3 backend=$4
+  shift 4
+  start_fluxgate "$server" "$write" "$backend"
+  local before after json
+  before=$(cpu_seconds "$proxy_pid")
+  json=$(load "http://127.0.0.1:$proxy" "${seconds}s" "$@")
+  after=$(cpu_seconds "$proxy_pid")
+  row "$label" "$json" "$before" "$after" "$(peak_rss_mib "$proxy_pid")"
+  stop_fluxgate
+  last_json=$json
+}
+
+header() {
+  echo
+  echo "| case | Mpoints/s | Mpoints per fluxgate CPU-s | fluxgate CPU s | p50 ms | p99 ms | peak RSS MiB | errors |"
+  echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+}
+
+echo "machine: $(nproc) cores, $(awk '/model name/ { $1=$2=$3=""; print; exit }' /proc/cpuinfo | xargs), kernel $(uname -r)"
+echo "load: loadgen write, 5000-line cpu bodies (~386 B/line), every point replicated to 2 sinks, ${seconds} s per case"
+
+echo
+echo "### Throughput"
+header
+measure "plain, 4 connections, workers = 2" "workers = 2" "" "" --connections 4
+plain_rps=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["requests_per_s"])' "$last_json")
+measure "gzip, 4 connections, workers = 2" "workers = 2" "" "" --connections 4 --gzip
+measure "plain, 4 connections, workers = 1" "workers = 1" "" "" --connections 4
+measure "gzip, 4 connections, workers = 1" "workers = 1" "" "" --connections 4 --gzip
+measure "plain, epoll driver, workers = 2" $'workers = 2\ndriver = "epoll"' "" "" --connections 4
+measure "plain, gzip to backends, workers = 2" "workers = 2" "" "gzip = true" --connections 4
+echo
+echo "### Batch size (plain, workers = 2)"
+header
+for bytes in 256KiB 1MiB 4MiB; do
+  measure "max_batch_bytes = $bytes" "workers = 2" "max_batch_bytes = \"$bytes\"" "" --connections 4
+done
+
+echo
+echo "### Latency at half the sustained rate (plain, workers = 2, open loop)"
+half=$(python3 -c "print(max(1, round($plain_rps / 2)))")
+direct=$(load "http://127.0.0.1:$sink_a" "${seconds}s" --connections 4 --rate "$half")
+header
+row "sink directly at $half req/s" "$direct" 0 0 "-"
+measure "through fluxgate at $half req/s" "workers = 2" "" "" --connections 4 --rate "$half"
+
+echo
+echo "### Resident memory through a 60 s full-speed run (plain, workers = 2)"
+header
+saved=$seconds; seconds=60
+measure "60 s full speed" "workers = 2" "" "" --connections 4
+seconds=$saved
