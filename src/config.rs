@@ -98,6 +98,12 @@ pub struct BackendConfig {
     /// Writer threads for this backend, each with its own keep-alive connection.
     #[serde(default = "default_writers")]
     pub writers: usize,
+    /// How often a backend marked down is pinged to see whether it is back.
+    #[serde(
+        default = "default_check_interval",
+        deserialize_with = "deserialize_duration"
+    )]
+    pub check_interval: Duration,
     /// Connect, send and answer timeout of one POST to the backend.
     #[serde(
         default = "default_backend_timeout",
@@ -108,6 +114,10 @@ pub struct BackendConfig {
 
 fn default_writers() -> usize {
     1
+}
+
+fn default_check_interval() -> Duration {
+    Duration::from_secs(1)
 }
 
 fn default_backend_timeout() -> Duration {
@@ -170,9 +180,47 @@ pub enum AckMode {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SpoolConfig {
+    /// One ring file per backend, `<dir>/<backend>.spool`.
     pub dir: PathBuf,
+    /// Size of each backend's ring file.
     pub capacity: ByteSize,
+    /// When spooled batches reach the disk.
+    #[serde(default)]
+    pub sync: SpoolSync,
+    /// With `sync = "interval"`, how often.
+    #[serde(
+        default = "default_sync_interval",
+        deserialize_with = "deserialize_duration"
+    )]
+    pub sync_interval: Duration,
+    /// Deflate spooled batches (about 8x less disk for line protocol).
+    #[serde(default = "default_true")]
+    pub compress: bool,
 }
+
+/// When the spool calls msync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SpoolSync {
+    /// Before a spooled batch counts as settled (its clients' `durable` acks wait for it).
+    #[default]
+    Batch,
+    /// Every `sync_interval`; a power cut may lose that much spooled data.
+    Interval,
+    /// Never explicitly; the kernel writes back when it likes.
+    None,
+}
+
+fn default_sync_interval() -> Duration {
+    Duration::from_millis(100)
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Smallest spool accepted: room for a few maximum-size batches.
+pub const MIN_SPOOL_CAPACITY: u64 = 16 << 20;
 
 /// A size in bytes, written as an integer or as a string with a unit ("64MiB", "1GB").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -420,8 +468,31 @@ impl Config {
             BackendUrl::parse(&backend.url).map_err(|reason| {
                 invalid(format!("{key}.url"), format!("{:?}: {reason}", backend.url))
             })?;
+            if !backend
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+                || backend.name.starts_with('.')
+            {
+                return Err(invalid(
+                    format!("{key}.name"),
+                    format!(
+                        "{:?}: use letters, digits, '-', '_' and '.' (it names the backend's spool file)",
+                        backend.name
+                    ),
+                ));
+            }
             if backend.writers == 0 {
                 return Err(invalid(format!("{key}.writers"), "must be at least 1"));
+            }
+        }
+        if let Some(spool) = &self.spool {
+            let needed = MIN_SPOOL_CAPACITY.max(4 * self.write.max_batch_bytes.0);
+            if spool.capacity.0 < needed {
+                return Err(invalid(
+                    "spool.capacity",
+                    format!("{} bytes is too small: at least {needed} (4 x write.max_batch_bytes, and 16 MiB)", spool.capacity.0),
+                ));
             }
         }
         if self.routes.is_empty() {

@@ -34,6 +34,7 @@ pub mod lp;
 pub mod route;
 pub mod server;
 pub mod shutdown;
+pub mod spool;
 pub mod stats;
 pub mod urlencoded;
 pub mod writer;

@@ -50,8 +50,8 @@ fn main() {
 
 fn run(args: &Args) -> anyhow::Result<()> {
     let config = Config::load(&args.config)?;
-    if config.spool.is_some() {
-        tracing::warn!("[spool] is not implemented in this version and is ignored: failed batches are retried in memory");
+    if config.spool.is_none() {
+        tracing::warn!("no [spool]: while a backend is down its batches are retried in memory and clients are pushed back (503) once its queue is full");
     }
     if args.check {
         println!("config {} is valid", args.config.display());
@@ -69,6 +69,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         Writers::start(&config, shutdown.clone()).context("cannot start writer threads")?;
     let grace = config.write.shutdown_timeout;
     let shared = Arc::new(Shared {
+        source: format!("file {}", args.config.display()),
         router: Router::new(&config),
         backends: writers.stats.clone(),
         queues: writers.queues.clone(),

@@ -12,5 +12,7 @@ mod durable;
 mod lifecycle;
 /// `/metrics` and `/debug/latency`.
 mod observability;
+/// The spool: outages, crashes, a full spool, damaged files.
+mod spool;
 /// `/write`: routing, replication, precision, framing, bad input.
 mod write;

@@ -128,8 +128,7 @@ pub fn write_request_head(
 ) {
     write_head_start(out, method, path, target);
     out.extend_from_slice(
-        format!("Content-Type: {content_type}\r\nContent-Length: {content_length}\r\n")
-            .as_bytes(),
+        format!("Content-Type: {content_type}\r\nContent-Length: {content_length}\r\n").as_bytes(),
     );
     if let Some(encoding) = content_encoding {
         out.extend_from_slice(format!("Content-Encoding: {encoding}\r\n").as_bytes());
@@ -188,7 +187,9 @@ pub enum Partial<T> {
     Complete(T),
     /// More bytes are needed; if the total the message will take is known (a
     /// `Content-Length` body), it is given so the buffer can grow once.
-    Incomplete { total_bytes: Option<usize> },
+    Incomplete {
+        total_bytes: Option<usize>,
+    },
 }
 
 /// The body is over the reader's limit: a request to answer with 413.
@@ -386,8 +387,6 @@ pub struct Request<'a> {
     pub close: bool,
     /// The body as framed (still compressed with `gzip`).
     pub body: &'a [u8],
-    /// Bytes the request took on the wire: head, framing and body.
-    pub wire_bytes: usize,
 }
 
 /// What [`parse_request`] found at the start of the buffer.
@@ -440,8 +439,9 @@ impl RequestReader {
                     self.continue_sent = false;
                     let at = self.input.consume(parsed.consumed);
                     let buf = &self.input.buf;
-                    let target = std::str::from_utf8(&buf[at + parsed.target.start..at + parsed.target.end])
-                        .map_err(|_| invalid("request target is not UTF-8".to_owned()))?;
+                    let target =
+                        std::str::from_utf8(&buf[at + parsed.target.start..at + parsed.target.end])
+                            .map_err(|_| invalid("request target is not UTF-8".to_owned()))?;
                     let body = match parsed.body {
                         BodyAt::Buffer(range) => &buf[at + range.start..at + range.end],
                         BodyAt::Decoded => &self.decoded[..],
@@ -452,7 +452,6 @@ impl RequestReader {
                         gzip: parsed.gzip,
                         close: parsed.close,
                         body,
-                        wire_bytes: parsed.consumed,
                     });
                 }
                 Partial::Incomplete { total_bytes } => {
@@ -478,8 +477,7 @@ fn expects_continue(buf: &[u8]) -> bool {
     let mut head = httparse::Request::new(&mut headers);
     matches!(head.parse(buf), Ok(httparse::Status::Complete(_)))
         && head.headers.iter().any(|h| {
-            h.name.eq_ignore_ascii_case("expect")
-                && h.value.eq_ignore_ascii_case(b"100-continue")
+            h.name.eq_ignore_ascii_case("expect") && h.value.eq_ignore_ascii_case(b"100-continue")
         })
 }
 
@@ -727,9 +725,12 @@ mod tests {
     }
 
     /// Reads every request from `wire` with several read sizes, checks all give
-    /// the same (method, target, gzip, close, body, wire bytes) list.
+    /// the same (method, target, gzip, close, body) list.
     #[track_caller]
-    fn read_requests(wire: &[u8], max_body_bytes: usize) -> Vec<(Method, String, bool, bool, String, usize)> {
+    fn read_requests(
+        wire: &[u8],
+        max_body_bytes: usize,
+    ) -> Vec<(Method, String, bool, bool, String)> {
         let mut first = None;
         for step in [1, 3, 64, 5000, wire.len().max(1)] {
             let mut stream = Duplex {
@@ -746,7 +747,6 @@ mod tests {
                         r.gzip,
                         r.close,
                         String::from_utf8_lossy(r.body).into_owned(),
-                        r.wire_bytes,
                     )),
                     Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break,
                     Err(e) => panic!("step {step}: {e}"),
@@ -883,9 +883,21 @@ mod tests {
         assert_eq!(
             read_requests(&wire, 1 << 20),
             [
-                (Method::Post, "/write?db=a".to_owned(), true, false, "cpu v=1 1\n\n".to_owned(), first.len()),
-                (Method::Post, "/write?db=b".to_owned(), false, false, "cpu v=2 2\n".to_owned(), second.len()),
-                (Method::Get, "/ping".to_owned(), false, true, String::new(), third.len()),
+                (
+                    Method::Post,
+                    "/write?db=a".to_owned(),
+                    true,
+                    false,
+                    "cpu v=1 1\n\n".to_owned()
+                ),
+                (
+                    Method::Post,
+                    "/write?db=b".to_owned(),
+                    false,
+                    false,
+                    "cpu v=2 2\n".to_owned()
+                ),
+                (Method::Get, "/ping".to_owned(), false, true, String::new()),
             ]
         );
     }
@@ -895,7 +907,10 @@ mod tests {
         let wire = b"POST /write?db=a HTTP/1.1\r\nExpect: 100-continue\r\n\
                      Content-Length: 3\r\n\r\nabc";
         let mut stream = Duplex {
-            input: Trickle { data: wire, step: 10 },
+            input: Trickle {
+                data: wire,
+                step: 10,
+            },
             written: Vec::new(),
         };
         let mut reader = RequestReader::new(100);
@@ -907,7 +922,10 @@ mod tests {
     fn request_bodies_over_the_limit_are_too_large() {
         for (wire, limit) in [
             (&b"POST / HTTP/1.1\r\nContent-Length: 11\r\n\r\n"[..], 10),
-            (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nabcdef\r\n5\r\n", 10),
+            (
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nabcdef\r\n5\r\n",
+                10,
+            ),
         ] {
             let err = parse_request(wire, limit, &mut Vec::new()).unwrap_err();
             assert!(is_too_large(&err), "{err}");
@@ -921,7 +939,8 @@ mod tests {
 
     #[test]
     fn form_values_are_percent_decoded() {
-        let pairs: Vec<_> = form_pairs("db=my%20db&q=CREATE+DATABASE+%22x%22&bad=%zz&&flag").collect();
+        let pairs: Vec<_> =
+            form_pairs("db=my%20db&q=CREATE+DATABASE+%22x%22&bad=%zz&&flag").collect();
         assert_eq!(
             pairs,
             [

@@ -1,16 +1,21 @@
-//! The end-of-run report: per-thread counts merged into one [`Report`], printed as
-//! text or as one JSON object, and the latency distribution in HdrHistogram's
-//! percentile text format (`.hgrm`, readable by its plotter).
+//! The end-of-run report of `loadgen write` and `loadgen query`: per-thread counts
+//! merged into one [`Report`], printed as text or as one JSON object, and the
+//! latency distribution in HdrHistogram's percentile text format (`.hgrm`,
+//! readable by its plotter).
 //!
-//! Rates use the run's wall time; "MB" is 10^6 bytes of request heads and bodies
-//! as sent (compressed when `--gzip`). Latency covers every HTTP response, errors
+//! The report counts *units*: points for writes, queries for queries. Rates use
+//! the run's wall time; "MB" is 10^6 bytes of request heads and bodies as sent
+//! (compressed when `--gzip`). Latency covers every HTTP response, errors
 //! included; requests lost to connection errors have none.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::{self, Write};
+use std::fs::File;
+use std::io::{self, BufWriter, IsTerminal, Write};
+use std::path::Path;
 use std::time::Duration;
 
+use anyhow::{bail, Context, Result};
 use hdrhistogram::Histogram;
 
 use crate::send::{ConnStats, LATENCY_SIGFIG, MAX_LATENCY_US};
@@ -29,22 +34,45 @@ const HGRM_TICKS_PER_HALF_DISTANCE: u32 = 5;
 pub struct RunInfo {
     pub url: String,
     pub db: String,
-    pub hosts: u64,
-    pub measurements: u64,
-    pub batch_lines: usize,
+    pub load: Load,
     pub connections: usize,
-    pub gzip: bool,
     pub rate: Option<f64>,
     /// Requests the open-loop schedule called for (`--rate` with a stop
     /// condition); more than were sent means the target fell behind.
     pub scheduled_requests: Option<u64>,
 }
 
+/// What was sent: the subcommand and its shape.
+#[derive(Clone, Debug)]
+pub enum Load {
+    Write {
+        hosts: u64,
+        measurements: u64,
+        batch_lines: usize,
+        gzip: bool,
+    },
+    Query {
+        /// Distinct query strings sent in turn.
+        queries: usize,
+    },
+}
+
+impl Load {
+    /// What one unit is: "points" or "queries".
+    pub fn unit(&self) -> &'static str {
+        match self {
+            Load::Write { .. } => "points",
+            Load::Query { .. } => "queries",
+        }
+    }
+}
+
 /// Everything the run counted, merged over connections.
 pub struct Report {
     pub info: RunInfo,
     pub elapsed: Duration,
-    pub points: u64,
+    /// Points (write) or queries (query) in successful requests.
+    pub units: u64,
     pub requests: u64,
     pub requests_ok: u64,
     pub bytes_sent: u64,
@@ -61,7 +89,7 @@ impl Report {
         let mut report = Report {
             info,
             elapsed,
-            points: 0,
+            units: 0,
             requests: 0,
             requests_ok: 0,
             bytes_sent: 0,
@@ -73,7 +101,7 @@ impl Report {
                 .expect("valid histogram bounds"),
         };
         for t in threads {
-            report.points += t.points_ok;
+            report.units += t.units_ok;
             report.requests += t.requests;
             report.requests_ok += t.requests_ok;
             report.bytes_sent += t.bytes_sent;
@@ -121,22 +149,36 @@ impl Report {
     /// The human-readable report.
     pub fn to_text(&self) -> String {
         let info = &self.info;
+        let unit = info.load.unit();
         let mut out = String::new();
         let rate = info
             .rate
             .map_or("unlimited".to_owned(), |r| format!("{r} req/s"));
-        let _ = writeln!(
-            out,
-            "loadgen write -> {} db={}: {} hosts x {} measurements, batch {}, {} connections, gzip {}, rate {rate}",
-            info.url,
-            info.db,
-            info.hosts,
-            info.measurements,
-            info.batch_lines,
-            info.connections,
-            if info.gzip { "on" } else { "off" },
-        );
-        let _ = writeln!(out, "points       {}", self.points);
+        match &info.load {
+            Load::Write {
+                hosts,
+                measurements,
+                batch_lines,
+                gzip,
+            } => {
+                let _ = writeln!(
+                    out,
+                    "loadgen write -> {} db={}: {hosts} hosts x {measurements} measurements, batch {batch_lines}, {} connections, gzip {}, rate {rate}",
+                    info.url,
+                    info.db,
+                    info.connections,
+                    if *gzip { "on" } else { "off" },
+                );
+            }
+            Load::Query { queries } => {
+                let _ = writeln!(
+                    out,
+                    "loadgen query -> {} db={}: {queries} distinct queries, {} connections, rate {rate}",
+                    info.url, info.db, info.connections,
+                );
+            }
+        }
+        let _ = writeln!(out, "{:<12} {}", unit, self.units);
         let _ = writeln!(
             out,
             "requests     {} ({} ok, {} failed)",
@@ -153,8 +195,9 @@ impl Report {
         let _ = writeln!(out, "elapsed      {:.3} s", self.elapsed.as_secs_f64());
         let _ = writeln!(
             out,
-            "points/s     {:.0}",
-            self.per_second(self.points as f64)
+            "{:<12} {:.0}",
+            format!("{unit}/s"),
+            self.per_second(self.units as f64)
         );
         let _ = writeln!(
             out,
@@ -195,6 +238,7 @@ impl Report {
     /// The same numbers as one JSON object on one line.
     pub fn to_json(&self) -> String {
         let info = &self.info;
+        let unit = info.load.unit();
         let mut out = String::from("{");
         let _ = write!(
             out,
@@ -202,11 +246,23 @@ impl Report {
             json_string(&info.url),
             json_string(&info.db)
         );
-        let _ = write!(
-            out,
-            ",\"hosts\":{},\"measurements\":{},\"batch_size\":{},\"connections\":{},\"gzip\":{}",
-            info.hosts, info.measurements, info.batch_lines, info.connections, info.gzip
-        );
+        match &info.load {
+            Load::Write {
+                hosts,
+                measurements,
+                batch_lines,
+                gzip,
+            } => {
+                let _ = write!(
+                    out,
+                    ",\"hosts\":{hosts},\"measurements\":{measurements},\"batch_size\":{batch_lines},\"gzip\":{gzip}",
+                );
+            }
+            Load::Query { queries } => {
+                let _ = write!(out, ",\"distinct_queries\":{queries}");
+            }
+        }
+        let _ = write!(out, ",\"connections\":{}", info.connections);
         let _ = write!(
             out,
             ",\"rate\":{}",
@@ -214,8 +270,8 @@ impl Report {
         );
         let _ = write!(
             out,
-            ",\"points\":{},\"requests\":{},\"requests_ok\":{},\"requests_unsent\":{},\"elapsed_s\":{}",
-            self.points,
+            ",\"{unit}\":{},\"requests\":{},\"requests_ok\":{},\"requests_unsent\":{},\"elapsed_s\":{}",
+            self.units,
             self.requests,
             self.requests_ok,
             self.unsent_requests().unwrap_or(0),
@@ -223,8 +279,8 @@ impl Report {
         );
         let _ = write!(
             out,
-            ",\"points_per_s\":{},\"requests_per_s\":{},\"bytes_sent\":{},\"mb_per_s\":{}",
-            json_number(self.per_second(self.points as f64)),
+            ",\"{unit}_per_s\":{},\"requests_per_s\":{},\"bytes_sent\":{},\"mb_per_s\":{}",
+            json_number(self.per_second(self.units as f64)),
             json_number(self.per_second(self.requests as f64)),
             self.bytes_sent,
             json_number(self.per_second(self.bytes_sent as f64) / 1e6)
@@ -331,8 +387,52 @@ impl Report {
     }
 }
 
+/// Where the report goes: text or JSON on stdout, and an optional `.hgrm` file.
+#[derive(Clone, Copy, Debug)]
+pub struct Output<'a> {
+    pub json: bool,
+    pub hgrm: Option<&'a Path>,
+}
+
+impl Report {
+    /// Prints the report as `output` asks, then fails if no request got any
+    /// answer (the target was down), so scripts notice.
+    ///
+    /// # Errors
+    ///
+    /// Writing the files or stdout, and a run without a single response.
+    pub fn print(&self, output: Output<'_>) -> Result<()> {
+        if let Some(file) = output.hgrm {
+            let mut out = BufWriter::new(
+                File::create(file).with_context(|| format!("creating {}", file.display()))?,
+            );
+            self.write_hgrm(&mut out)?;
+            out.flush()?;
+        }
+        let mut stdout = io::stdout().lock();
+        if output.json {
+            writeln!(stdout, "{}", self.to_json())?;
+        } else {
+            if stdout.is_terminal() {
+                writeln!(stdout)?;
+            }
+            write!(stdout, "{}", self.to_text())?;
+        }
+        if self.requests > 0 && self.responses() == 0 {
+            bail!(
+                "no request got an answer from {} ({})",
+                self.info.url,
+                self.connection_error_sample
+                    .as_deref()
+                    .unwrap_or("no error text")
+            );
+        }
+        Ok(())
+    }
+}
+
 /// A finite JSON number (JSON has no NaN or infinity).
-fn json_number(value: f64) -> String {
+pub fn json_number(value: f64) -> String {
     if value.is_finite() {
         format!("{value:.3}")
     } else {
@@ -341,7 +441,7 @@ fn json_number(value: f64) -> String {
 }
 
 /// A JSON string literal.
-fn json_string(value: &str) -> String {
+pub fn json_string(value: &str) -> String {
     let mut out = String::with_capacity(value.len() + 2);
     out.push('"');
     for c in value.chars() {
@@ -374,7 +474,7 @@ mod tests {
             latency_us: latency,
             requests: 1002,
             requests_ok: 999,
-            points_ok: 999 * 5000,
+            units_ok: 999 * 5000,
             bytes_sent: 1_000_000_000,
             status_errors: BTreeMap::from([(400, 1)]),
             error_samples: BTreeMap::from([(400, "{\"error\":\"bad \\\"line\\\"\"}".to_owned())]),
@@ -384,11 +484,13 @@ mod tests {
         let info = RunInfo {
             url: "http://127.0.0.1:8086".to_owned(),
             db: "loadgen".to_owned(),
-            hosts: 100,
-            measurements: 1,
-            batch_lines: 5000,
+            load: Load::Write {
+                hosts: 100,
+                measurements: 1,
+                batch_lines: 5000,
+                gzip: false,
+            },
             connections: 1,
-            gzip: false,
             rate: None,
             scheduled_requests: None,
         };
@@ -426,6 +528,30 @@ mod tests {
             assert!(json.contains(want), "missing {want:?} in\n{json}");
         }
         assert!(json.starts_with('{') && json.ends_with("}}"));
+    }
+
+    #[test]
+    fn query_report_counts_queries() {
+        let mut report = report();
+        report.info.load = Load::Query { queries: 6 };
+        report.units = report.requests_ok;
+        let text = report.to_text();
+        for want in [
+            "loadgen query -> http://127.0.0.1:8086 db=loadgen: 6 distinct queries",
+            "queries      999\n",
+            "queries/s    100\n",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in\n{text}");
+        }
+        let json = report.to_json();
+        for want in [
+            "\"distinct_queries\":6,",
+            "\"queries\":999,",
+            "\"queries_per_s\":99.900,",
+        ] {
+            assert!(json.contains(want), "missing {want:?} in\n{json}");
+        }
+        assert!(!json.contains("\"points\""), "{json}");
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! The write clients: one thread per connection, each a blocking keep-alive
-//! HTTP/1.1 client posting pre-built bodies to `/write`.
+//! The load clients shared by `loadgen write` and `loadgen query`: one thread per
+//! connection, each a blocking keep-alive HTTP/1.1 client sending the requests a
+//! [`Workload`] builds (pre-built `/write` bodies, or `/query` GETs).
 //!
 //! Threads take request indexes from one shared counter, so together they send
 //! requests `0, 1, 2, ...` in order whatever their speed. With `--rate` each index
@@ -21,8 +22,6 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use hdrhistogram::Histogram;
 
-use crate::body::Bodies;
-use crate::gen::Generator;
 use crate::http::{push_percent_encoded, write_request_head, ResponseReader, Target};
 
 /// Longest wait for connect, send or response before the request counts as a
@@ -49,7 +48,35 @@ pub struct RunPlan {
     pub duration: Option<Duration>,
     /// Requests per second over all connections; `None` sends as fast as answered.
     pub rate: Option<f64>,
-    pub gzip: bool,
+}
+
+/// What the connections send: request `index` and how to judge its answer.
+/// Implementations do the expensive work before the run, so that building a
+/// request costs next to nothing against the target.
+pub trait Workload: Sync {
+    /// What one request carries, for the report and the progress line
+    /// ("points", "queries").
+    fn unit(&self) -> &'static str;
+
+    /// Writes the head of request `index` to `head` (cleared first) and returns
+    /// its body, borrowed from the workload or built in `scratch`.
+    fn request<'a>(
+        &'a self,
+        index: u64,
+        head: &mut Vec<u8>,
+        scratch: &'a mut Vec<u8>,
+    ) -> Payload<'a>;
+
+    /// Whether an answer counts as a success. The default takes any 2xx.
+    fn succeeded(&self, status: u16, _body: &[u8]) -> bool {
+        (200..300).contains(&status)
+    }
+}
+
+/// One request's body and how many units (points, queries) it carries.
+pub struct Payload<'a> {
+    pub body: &'a [u8],
+    pub units: u64,
 }
 
 /// What one connection thread counted.
@@ -57,13 +84,14 @@ pub struct ConnStats {
     /// Request-to-response latency in µs, for every HTTP response of any status.
     pub latency_us: Histogram<u64>,
     pub requests: u64,
-    /// Requests answered 2xx.
+    /// Requests the workload judged successful (2xx for writes).
     pub requests_ok: u64,
-    /// Points in requests answered 2xx.
-    pub points_ok: u64,
+    /// Units (points, queries) in successful requests.
+    pub units_ok: u64,
     /// Request heads and bodies written.
     pub bytes_sent: u64,
-    /// Failed requests by HTTP status.
+    /// Failed requests by HTTP status (a query's 200 with an `"error"` counts
+    /// under 200).
     pub status_errors: BTreeMap<u16, u64>,
     /// First error body seen per status, truncated.
     pub error_samples: BTreeMap<u16, String>,
@@ -76,17 +104,8 @@ pub struct ConnStats {
 /// Counters read by the progress line.
 #[derive(Default)]
 struct Progress {
-    points_ok: AtomicU64,
+    units_ok: AtomicU64,
     errors: AtomicU64,
-}
-
-/// The `/write` path with its query string.
-pub fn write_path(db: &str, precision: &str) -> String {
-    let mut path = String::from("/write?db=");
-    push_percent_encoded(&mut path, db);
-    path.push_str("&precision=");
-    push_percent_encoded(&mut path, precision);
-    path
 }
 
 /// Opens one connection to check the target is up before building bodies.
@@ -137,13 +156,7 @@ pub fn create_database(target: &Target, db: &str) -> Result<()> {
 
 /// Runs the connection threads to the end of the plan, printing progress to stderr
 /// once a second. Returns each thread's counts and the run's wall time.
-pub fn run(
-    target: &Target,
-    path: &str,
-    generator: &Generator,
-    bodies: &Bodies,
-    plan: RunPlan,
-) -> (Vec<ConnStats>, Duration) {
+pub fn run(target: &Target, workload: &dyn Workload, plan: RunPlan) -> (Vec<ConnStats>, Duration) {
     let next_index = AtomicU64::new(0);
     let progress = Progress::default();
     let start = Instant::now();
@@ -152,9 +165,7 @@ pub fn run(
             .map(|id| {
                 let client = Client {
                     target,
-                    path,
-                    generator,
-                    bodies,
+                    workload,
                     plan,
                     next_index: &next_index,
                     progress: &progress,
@@ -166,7 +177,9 @@ pub fn run(
                     .expect("spawning a connection thread")
             })
             .collect();
-        report_progress(&progress, start, || handles.iter().all(|h| h.is_finished()));
+        report_progress(&progress, start, workload.unit(), || {
+            handles.iter().all(|h| h.is_finished())
+        });
         handles
             .into_iter()
             .map(|h| h.join().expect("connection thread panicked"))
@@ -176,8 +189,8 @@ pub fn run(
 }
 
 /// Prints a progress line every [`PROGRESS_INTERVAL`] until `done()`.
-fn report_progress(progress: &Progress, start: Instant, done: impl Fn() -> bool) {
-    let mut last_points = 0;
+fn report_progress(progress: &Progress, start: Instant, unit: &str, done: impl Fn() -> bool) {
+    let mut last_units = 0;
     let mut next_tick = start + PROGRESS_INTERVAL;
     // Sleep in short steps so the run's end is noticed promptly.
     let poll = Duration::from_millis(20);
@@ -187,15 +200,15 @@ fn report_progress(progress: &Progress, start: Instant, done: impl Fn() -> bool)
             thread::sleep(poll.min(next_tick - now));
             continue;
         }
-        let points = progress.points_ok.load(Ordering::Relaxed);
+        let units = progress.units_ok.load(Ordering::Relaxed);
         let elapsed = start.elapsed().as_secs_f64();
         eprintln!(
-            "[{elapsed:5.1}s] {points} points, {} points/s last second, {:.0} points/s so far, {} errors",
-            points - last_points,
-            points as f64 / elapsed,
+            "[{elapsed:5.1}s] {units} {unit}, {} {unit}/s last second, {:.0} {unit}/s so far, {} errors",
+            units - last_units,
+            units as f64 / elapsed,
             progress.errors.load(Ordering::Relaxed),
         );
-        last_points = points;
+        last_units = units;
         next_tick += PROGRESS_INTERVAL;
     }
 }
@@ -203,9 +216,7 @@ fn report_progress(progress: &Progress, start: Instant, done: impl Fn() -> bool)
 /// One connection thread's view of the run.
 struct Client<'a> {
     target: &'a Target,
-    path: &'a str,
-    generator: &'a Generator,
-    bodies: &'a Bodies,
+    workload: &'a dyn Workload,
     plan: RunPlan,
     next_index: &'a AtomicU64,
     progress: &'a Progress,
@@ -240,7 +251,7 @@ impl Client<'_> {
                 .expect("valid histogram bounds"),
             requests: 0,
             requests_ok: 0,
-            points_ok: 0,
+            units_ok: 0,
             bytes_sent: 0,
             status_errors: BTreeMap::new(),
             error_samples: BTreeMap::new(),
@@ -269,34 +280,29 @@ impl Client<'_> {
             if intended > now {
                 thread::sleep(intended - now);
             }
-            let body = self
-                .bodies
-                .request_body(self.generator, index, &mut scratch);
-            write_request_head(
-                &mut head,
-                "POST",
-                self.path,
-                self.target,
-                "text/plain; charset=utf-8",
-                self.plan.gzip.then_some("gzip"),
-                body.bytes.len(),
-            );
+            let payload = self.workload.request(index, &mut head, &mut scratch);
             stats.requests += 1;
-            match send(&mut connection, self.target, &head, body.bytes) {
+            match send(
+                &mut connection,
+                self.target,
+                &head,
+                payload.body,
+                self.workload,
+            ) {
                 Ok((status, close, error_body)) => {
                     let latency = intended.elapsed().as_micros() as u64;
                     stats.latency_us.saturating_record(latency.max(1));
-                    stats.bytes_sent += (head.len() + body.bytes.len()) as u64;
-                    if (200..300).contains(&status) {
-                        stats.requests_ok += 1;
-                        stats.points_ok += body.lines as u64;
-                        self.progress
-                            .points_ok
-                            .fetch_add(body.lines as u64, Ordering::Relaxed);
-                    } else {
+                    stats.bytes_sent += (head.len() + payload.body.len()) as u64;
+                    if let Some(error_body) = error_body {
                         *stats.status_errors.entry(status).or_default() += 1;
                         stats.error_samples.entry(status).or_insert(error_body);
                         self.progress.errors.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        stats.requests_ok += 1;
+                        stats.units_ok += payload.units;
+                        self.progress
+                            .units_ok
+                            .fetch_add(payload.units, Ordering::Relaxed);
                     }
                     if close {
                         connection = None;
@@ -318,13 +324,15 @@ impl Client<'_> {
 }
 
 /// Sends one request on `connection` (opening it if needed) and reads the answer:
-/// status, whether the server closes, and the body if the status is an error.
+/// status, whether the server closes, and the (truncated) body if the workload
+/// judged it a failure.
 fn send(
     connection: &mut Option<Connection>,
     target: &Target,
     head: &[u8],
     body: &[u8],
-) -> io::Result<(u16, bool, String)> {
+    workload: &dyn Workload,
+) -> io::Result<(u16, bool, Option<String>)> {
     let conn = match connection {
         Some(conn) => conn,
         None => connection.insert(Connection::open(target)?),
@@ -332,13 +340,15 @@ fn send(
     conn.stream.write_all(head)?;
     conn.stream.write_all(body)?;
     let response = conn.reader.read_response(&mut conn.stream)?;
-    let error_body = if (200..300).contains(&response.status) {
-        String::new()
+    let error_body = if workload.succeeded(response.status, response.body) {
+        None
     } else {
         let end = response.body.len().min(ERROR_SAMPLE_BYTES);
-        String::from_utf8_lossy(&response.body[..end])
-            .trim()
-            .to_owned()
+        Some(
+            String::from_utf8_lossy(&response.body[..end])
+                .trim()
+                .to_owned(),
+        )
     };
     Ok((response.status, response.close, error_body))
 }

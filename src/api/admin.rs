@@ -5,7 +5,7 @@ use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
 use crate::server::response::{escape_json_into, Body, Response};
-use crate::server::worker::Worker;
+use crate::server::worker::{Shared, Worker};
 use crate::stats::latency::{self, LatencyHistogram};
 use crate::stats::metrics::{Exposition, Kind};
 use crate::stats::Endpoint;
@@ -130,6 +130,9 @@ pub fn metrics(worker: &Worker) -> Response {
             m.sample(name, &[("backend", &b.name)], read(b));
         }
     }
+    if shared.config.spool.is_some() {
+        spool_metrics(&mut m, &shared.backends);
+    }
     m.family(
         "fluxgate_uptime_seconds",
         Kind::Gauge,
@@ -143,6 +146,141 @@ pub fn metrics(worker: &Worker) -> Response {
     Response {
         status: 200,
         body: Body::Text(m.finish()),
+        retry_after: None,
+        close: false,
+    }
+}
+
+/// The spool families of `/metrics`, for a proxy with a `[spool]`.
+fn spool_metrics(m: &mut Exposition, backends: &[crate::stats::BackendStats]) {
+    type Read = fn(&crate::stats::BackendStats) -> u64;
+    let now_ms = unix_millis();
+    let families: [(&str, Kind, &str, Read); 6] = [
+        (
+            "fluxgate_backend_spool_bytes",
+            Kind::Gauge,
+            "Bytes in the backend's spool.",
+            |b| b.spool_bytes.load(Ordering::Relaxed),
+        ),
+        (
+            "fluxgate_backend_spool_records",
+            Kind::Gauge,
+            "Batches in the backend's spool.",
+            |b| b.spool_records.load(Ordering::Relaxed),
+        ),
+        (
+            "fluxgate_backend_spool_skipped_bytes",
+            Kind::Gauge,
+            "Bytes skipped as torn or corrupt when the spool was opened.",
+            |b| b.spool_skipped_bytes.load(Ordering::Relaxed),
+        ),
+        (
+            "fluxgate_backend_points_spooled_total",
+            Kind::Counter,
+            "Points appended to the backend's spool.",
+            |b| b.points_spooled.load(Ordering::Relaxed),
+        ),
+        (
+            "fluxgate_backend_points_replayed_total",
+            Kind::Counter,
+            "Points written to the backend from its spool.",
+            |b| b.points_replayed.load(Ordering::Relaxed),
+        ),
+        (
+            "fluxgate_backend_spool_full_total",
+            Kind::Counter,
+            "Times the spool was full and writes were held back.",
+            |b| b.spool_full.load(Ordering::Relaxed),
+        ),
+    ];
+    for (name, kind, help, read) in families {
+        m.family(name, kind, help);
+        for b in backends {
+            m.sample(name, &[("backend", &b.name)], read(b));
+        }
+    }
+    m.family(
+        "fluxgate_backend_spool_oldest_age_seconds",
+        Kind::Gauge,
+        "Age of the oldest spooled batch (0 when the spool is empty).",
+    );
+    for b in backends {
+        m.sample(
+            "fluxgate_backend_spool_oldest_age_seconds",
+            &[("backend", &b.name)],
+            spool_age_seconds(b, now_ms),
+        );
+    }
+}
+
+fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Age of the oldest spooled batch in seconds (0 when the spool is empty).
+fn spool_age_seconds(b: &crate::stats::BackendStats, now_ms: u64) -> f64 {
+    match b.spool_oldest_ms.load(Ordering::Relaxed) {
+        0 => 0.0,
+        oldest => now_ms.saturating_sub(oldest) as f64 / 1000.0,
+    }
+}
+
+/// The state of one backend, for `/status` and `/health`.
+pub fn backend_status(shared: &Shared, id: usize) -> serde_json::Value {
+    let b = &shared.backends[id];
+    let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
+    let spool = shared.config.spool.as_ref().map(|_| {
+        serde_json::json!({
+            "bytes": load(&b.spool_bytes),
+            "records": load(&b.spool_records),
+            "oldest_age_seconds": spool_age_seconds(b, unix_millis()),
+            "skipped_bytes_at_open": load(&b.spool_skipped_bytes),
+            "full_total": load(&b.spool_full),
+        })
+    });
+    serde_json::json!({
+        "name": b.name,
+        "url": shared.config.backends[id].url,
+        "up": b.up.load(Ordering::Relaxed),
+        "queue_batches": shared.queues[id].len(),
+        "points_written": load(&b.points_written),
+        "points_rejected": load(&b.points_rejected),
+        "points_lost": load(&b.points_lost),
+        "points_spooled": load(&b.points_spooled),
+        "points_replayed": load(&b.points_replayed),
+        "retries": load(&b.retries),
+        "spool": spool,
+        "last_error": b.last_error().map(|(at, message)| serde_json::json!({"at_unix": at, "message": message})),
+    })
+}
+
+/// `GET /status`: a summary for humans and scripts.
+pub fn status(worker: &Worker) -> Response {
+    let shared = &worker.shared;
+    let received: u64 = shared
+        .workers
+        .iter()
+        .map(|w| w.lines_received.load(Ordering::Relaxed))
+        .sum();
+    let invalid: u64 = shared
+        .workers
+        .iter()
+        .map(|w| w.lines_invalid.load(Ordering::Relaxed))
+        .sum();
+    let json = serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_seconds": shared.started.elapsed().as_secs(),
+        "config": { "source": shared.source, "ack": format!("{:?}", shared.config.write.ack).to_lowercase() },
+        "workers": shared.workers.len(),
+        "points_received": received,
+        "points_invalid": invalid,
+        "backends": (0..shared.backends.len()).map(|id| backend_status(shared, id)).collect::<Vec<_>>(),
+    });
+    Response {
+        status: 200,
+        body: Body::Json(format!("{json:#}\n")),
         retry_after: None,
         close: false,
     }

@@ -20,11 +20,13 @@ pub async fn handle(worker: &Worker, head: &Head, buf: &[u8], body: &[u8]) -> Re
         (Method::Post, "/write") => write::write(worker, head, buf, body).await,
         (Method::Get | Method::Head, "/health") => ping::health(worker),
         (Method::Get | Method::Head, "/metrics") => admin::metrics(worker),
+        (Method::Get | Method::Head, "/status") => admin::status(worker),
         (Method::Get | Method::Head, "/debug/latency") => admin::latency(worker, head.query(buf)),
         (Method::Get | Method::Post, "/query") => ApiError::NotImplemented("/query").response(),
-        (_, "/ping" | "/write" | "/health" | "/query" | "/metrics" | "/debug/latency") => {
-            ApiError::MethodNotAllowed.response()
-        }
+        (
+            _,
+            "/ping" | "/write" | "/health" | "/query" | "/metrics" | "/status" | "/debug/latency",
+        ) => ApiError::MethodNotAllowed.response(),
         _ => ApiError::NotFound.response(),
     }
 }

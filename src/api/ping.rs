@@ -1,10 +1,7 @@
 //! `/ping` (InfluxDB's liveness check) and `/health` (the proxy's own view of
 //! its backends).
 
-use std::fmt::Write;
-use std::sync::atomic::Ordering;
-
-use crate::server::response::{escape_json_into, Body, Response, INFLUXDB_VERSION};
+use crate::server::response::{Body, Response, INFLUXDB_VERSION};
 use crate::server::worker::Worker;
 use crate::urlencoded;
 
@@ -22,38 +19,21 @@ pub fn ping(query: &str) -> Response {
     }
 }
 
-/// `GET /health`: InfluxDB 1.8's shape plus one entry per backend.
+/// `GET /health`: InfluxDB 1.8's shape plus the state of each backend
+/// (the same entries as `/status`).
 pub fn health(worker: &Worker) -> Response {
     let shared = &worker.shared;
-    let mut json = String::with_capacity(256);
-    let _ = write!(
-        json,
-        "{{\"name\":\"fluxgate\",\"message\":\"ready for queries and writes\",\"status\":\"pass\",\
-         \"version\":\"{}\",\"uptime_seconds\":{},\"backends\":[",
-        env!("CARGO_PKG_VERSION"),
-        shared.started.elapsed().as_secs()
-    );
-    for (i, stats) in shared.backends.iter().enumerate() {
-        if i > 0 {
-            json.push(',');
-        }
-        let mut name = Vec::new();
-        escape_json_into(&stats.name, &mut name);
-        let _ = write!(
-            json,
-            "{{\"name\":\"{}\",\"up\":{},\"points_written\":{},\"points_rejected\":{},\"points_lost\":{},\"retries\":{}}}",
-            String::from_utf8_lossy(&name),
-            stats.up.load(Ordering::Relaxed),
-            stats.points_written.load(Ordering::Relaxed),
-            stats.points_rejected.load(Ordering::Relaxed),
-            stats.points_lost.load(Ordering::Relaxed),
-            stats.retries.load(Ordering::Relaxed),
-        );
-    }
-    json.push_str("]}\n");
+    let json = serde_json::json!({
+        "name": "fluxgate",
+        "message": "ready for queries and writes",
+        "status": "pass",
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_seconds": shared.started.elapsed().as_secs(),
+        "backends": (0..shared.backends.len()).map(|id| super::admin::backend_status(shared, id)).collect::<Vec<_>>(),
+    });
     Response {
         status: 200,
-        body: Body::Json(json),
+        body: Body::Json(format!("{json}\n")),
         retry_after: None,
         close: false,
     }

@@ -35,6 +35,8 @@ const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
 /// What every worker reads and nobody writes after start-up.
 pub struct Shared {
     pub config: Config,
+    /// Where the config came from, for `/status` ("file fluxgate.toml").
+    pub source: String,
     pub router: Router,
     /// Per backend, indexed by backend id.
     pub backends: Arc<[BackendStats]>,

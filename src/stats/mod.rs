@@ -9,6 +9,7 @@ pub mod latency;
 pub mod metrics;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use latency::LatencyHistogram;
@@ -140,9 +141,43 @@ pub struct BackendStats {
     pub up: AtomicBool,
     /// Round trip of each POST that got an answer.
     pub flush_latency: LatencyHistogram,
+    /// Points appended to the spool.
+    pub points_spooled: AtomicU64,
+    /// Points written to the backend from the spool.
+    pub points_replayed: AtomicU64,
+    /// Bytes and records in the spool now, and the append time (unix ms) of
+    /// the oldest record (0 when empty).
+    pub spool_bytes: AtomicU64,
+    pub spool_records: AtomicU64,
+    pub spool_oldest_ms: AtomicU64,
+    /// Bytes recovery had to skip as torn or corrupt when the spool was opened.
+    pub spool_skipped_bytes: AtomicU64,
+    /// Times a writer found the spool full (and started pushing back).
+    pub spool_full: AtomicU64,
+    /// The last failure or refusal and when (unix seconds), for `/status`.
+    last_error: Mutex<Option<(u64, String)>>,
 }
 
 impl BackendStats {
+    /// Remembers an error (per failed batch, never per point).
+    pub fn set_last_error(&self, message: &str) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        *self
+            .last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some((now, message.to_owned()));
+    }
+
+    /// The last error and its unix time.
+    pub fn last_error(&self) -> Option<(u64, String)> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     pub fn new(name: &str) -> BackendStats {
         BackendStats {
             name: name.to_owned(),
@@ -154,6 +189,14 @@ impl BackendStats {
             retries: AtomicU64::new(0),
             up: AtomicBool::new(true),
             flush_latency: LatencyHistogram::new(),
+            points_spooled: AtomicU64::new(0),
+            points_replayed: AtomicU64::new(0),
+            spool_bytes: AtomicU64::new(0),
+            spool_records: AtomicU64::new(0),
+            spool_oldest_ms: AtomicU64::new(0),
+            spool_skipped_bytes: AtomicU64::new(0),
+            spool_full: AtomicU64::new(0),
+            last_error: Mutex::new(None),
         }
     }
 }

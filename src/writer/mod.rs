@@ -1,37 +1,164 @@
 //! Writer threads: drain a backend's queue, POST each batch, sort the answer.
 //!
 //! One or more threads per backend (`backends.writers`), each with its own
-//! keep-alive connection. The backend's answer decides what happens to a batch:
+//! keep-alive connection, plus one recovery thread per backend (`recovery.rs`).
+//! The backend's answer decides what happens to a batch:
 //! - 2xx: written.
 //! - 4xx: the backend refused the points (bad data, missing database, auth);
 //!   retrying cannot help, so it is counted and logged with the backend's message.
-//! - 5xx, timeout, connection error: retried with exponential back-off. The
-//!   writer holds the batch while it retries, so its queue fills and the workers
-//!   push back on clients (see `dispatch`): memory stays bounded and nothing is
-//!   dropped. The spool will take over from this in-memory retry.
+//! - 5xx, timeout, connection error: the backend is marked down and the batch
+//!   goes to the backend's spool, which the recovery thread replays once the
+//!   backend answers `/ping` again. Without a `[spool]`, the writer retries the
+//!   batch in memory with exponential back-off instead.
+//!
+//! Order: while a backend's spool holds records, new batches for it are
+//! spooled behind them rather than sent, so memory never overtakes disk and a
+//! backend receives its spooled points before newer ones. Delivery is
+//! at-least-once: a batch whose 2xx was lost in a crash or a timeout is sent
+//! again, and InfluxDB stores an identical point once.
+//!
+//! Back-pressure: a writer that cannot place a batch (spool full, or no spool
+//! and the backend down) holds it, its queue fills, and the workers answer new
+//! writes 503 (see `dispatch`). Nothing is dropped.
 //!
 //! On shutdown the writers keep delivering until their queues are empty or the
 //! grace period ends; whatever is still undelivered then is logged as lost.
 
 pub mod client;
+pub mod recovery;
 
+use std::path::Path;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::batch::{Batch, Refusal};
-use crate::config::{BackendConfig, BackendUrl, Config};
+use crate::config::{BackendConfig, BackendUrl, Config, SpoolConfig, SpoolSync};
 use crate::shutdown::Shutdown;
+use crate::spool::{Spool, SpoolError, SpoolOptions};
 use crate::stats::BackendStats;
 use client::{BackendClient, Response};
 
 /// First wait before retrying a failed batch; doubles up to `write.max_retry_backoff`.
 const INITIAL_RETRY_BACKOFF: Duration = Duration::from_millis(100);
 
-/// The writer threads of every backend.
+/// Batches appended to the spool before one sync covers them all (group commit).
+const MAX_SPOOL_GROUP: usize = 64;
+
+/// The sending side of a backend's writer queue.
+pub type Queue = Sender<Arc<Batch>>;
+
+/// What every thread of one backend shares.
+pub struct BackendShared {
+    pub id: usize,
+    pub config: BackendConfig,
+    pub url: BackendUrl,
+    pub stats: Arc<[BackendStats]>,
+    /// The backend's spool, when `[spool]` is configured.
+    pub spool: Option<Mutex<Spool>>,
+    pub sync: SpoolSync,
+    pub sync_interval: Duration,
+    pub shutdown: Arc<Shutdown>,
+    pub max_backoff: Duration,
+}
+
+impl BackendShared {
+    pub fn stats(&self) -> &BackendStats {
+        &self.stats[self.id]
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.stats().up.load(Ordering::Relaxed)
+    }
+
+    pub fn mark_down(&self, reason: &str) {
+        if self.stats().up.swap(false, Ordering::Relaxed) {
+            tracing::warn!(backend = %self.config.name, %reason, "backend is down");
+        }
+    }
+
+    pub fn mark_up(&self) {
+        if !self.stats().up.swap(true, Ordering::Relaxed) {
+            tracing::info!(backend = %self.config.name, "backend is up again");
+        }
+    }
+
+    /// The spool, locked. A panic while holding it cannot leave the ring in a
+    /// state that recovery would not also accept, so poisoning is ignored.
+    pub fn lock_spool(&self) -> Option<MutexGuard<'_, Spool>> {
+        self.spool
+            .as_ref()
+            .map(|spool| spool.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// True while the spool holds records not yet replayed.
+    pub fn spool_has_records(&self) -> bool {
+        self.lock_spool().is_some_and(|spool| !spool.is_empty())
+    }
+
+    /// Publishes the spool's size and age in the backend's stats.
+    pub fn publish_spool_stats(&self, spool: &Spool) {
+        let stats = self.stats();
+        stats
+            .spool_bytes
+            .store(spool.used_bytes(), Ordering::Relaxed);
+        stats
+            .spool_records
+            .store(spool.records(), Ordering::Relaxed);
+        stats.spool_oldest_ms.store(
+            spool.oldest_appended_at_ms().unwrap_or(0),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Counts a failed attempt and remembers why, for `/status`.
+    fn failed(&self, reason: String) -> Outcome {
+        let stats = self.stats();
+        stats.retries.fetch_add(1, Ordering::Relaxed);
+        stats.set_last_error(&reason);
+        Outcome::Failed(reason)
+    }
+
+    /// Counts a batch as written.
+    pub fn count_written(&self, lines: usize, bytes: usize) {
+        let stats = self.stats();
+        stats
+            .points_written
+            .fetch_add(lines as u64, Ordering::Relaxed);
+        stats.batches_written.fetch_add(1, Ordering::Relaxed);
+        stats
+            .bytes_written
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// Counts and logs a backend's refusal; returns it for waiting clients.
+    pub fn count_refused(&self, lines: usize, db: &str, response: &Response) -> Refusal {
+        self.stats()
+            .points_rejected
+            .fetch_add(lines as u64, Ordering::Relaxed);
+        let message = response.body_text();
+        self.stats()
+            .set_last_error(&format!("HTTP {}: {message}", response.status));
+        tracing::warn!(
+            backend = %self.config.name,
+            status = response.status,
+            points = lines,
+            %db,
+            %message,
+            "backend refused a batch; not retried",
+        );
+        Refusal {
+            backend: self.config.name.clone(),
+            status: response.status,
+            message,
+        }
+    }
+}
+
+/// The writer and recovery threads of every backend.
 pub struct Writers {
     threads: Vec<JoinHandle<()>>,
     pub stats: Arc<[BackendStats]>,
@@ -40,16 +167,38 @@ pub struct Writers {
     pub queues: Vec<Receiver<Arc<Batch>>>,
 }
 
+/// Why the writers could not start.
+#[derive(Debug)]
+pub enum StartError {
+    Spool {
+        path: std::path::PathBuf,
+        error: SpoolError,
+    },
+    Thread(std::io::Error),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Spool { path, error } => write!(f, "spool {}: {error}", path.display()),
+            StartError::Thread(e) => write!(f, "cannot start a writer thread: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
 impl Writers {
-    /// Creates one bounded queue per backend and starts its writer threads.
-    /// Returns the writers and the queues' sending sides, indexed by backend id.
+    /// Opens each backend's spool (recovering what a previous run left),
+    /// creates its bounded queue and starts its threads. Returns the writers
+    /// and the queues' sending sides, indexed by backend id.
     ///
     /// # Errors
-    /// When a thread cannot be spawned.
+    /// A spool that cannot be opened or created, or a thread that cannot start.
     pub fn start(
         config: &Config,
         shutdown: Arc<Shutdown>,
-    ) -> std::io::Result<(Writers, Vec<Sender<Arc<Batch>>>)> {
+    ) -> Result<(Writers, Vec<Queue>), StartError> {
         let stats: Arc<[BackendStats]> = config
             .backends
             .iter()
@@ -59,28 +208,54 @@ impl Writers {
         let mut queues = Vec::new();
         let mut receivers = Vec::new();
         for (id, backend) in config.backends.iter().enumerate() {
+            let spool = match &config.spool {
+                Some(spool_config) => Some(Mutex::new(open_spool(
+                    spool_config,
+                    &backend.name,
+                    &stats[id],
+                )?)),
+                None => None,
+            };
+            let shared = Arc::new(BackendShared {
+                id,
+                config: backend.clone(),
+                url: BackendUrl::parse(&backend.url).expect("validated config"),
+                stats: stats.clone(),
+                spool,
+                sync: config.spool.as_ref().map_or(SpoolSync::None, |s| s.sync),
+                sync_interval: config
+                    .spool
+                    .as_ref()
+                    .map_or(Duration::from_secs(1), |s| s.sync_interval),
+                shutdown: shutdown.clone(),
+                max_backoff: config.write.max_retry_backoff,
+            });
+            if let Some(spool) = shared.lock_spool() {
+                shared.publish_spool_stats(&spool);
+            }
             let (sender, receiver) = crossbeam_channel::bounded(config.write.queue_batches);
             queues.push(sender);
             receivers.push(receiver.clone());
             for n in 0..backend.writers {
                 let writer = Writer {
-                    id,
-                    config: backend.clone(),
-                    client: BackendClient::new(
-                        BackendUrl::parse(&backend.url).expect("validated config"),
-                        backend.timeout,
-                    ),
+                    client: BackendClient::new(shared.url.clone(), backend.timeout),
                     queue: receiver.clone(),
-                    stats: stats.clone(),
-                    shutdown: shutdown.clone(),
-                    max_backoff: config.write.max_retry_backoff,
+                    backend: shared.clone(),
                 };
                 threads.push(
                     std::thread::Builder::new()
                         .name(format!("fluxgate-writer-{}-{n}", backend.name))
-                        .spawn(move || writer.run())?,
+                        .spawn(move || writer.run())
+                        .map_err(StartError::Thread)?,
                 );
             }
+            let recovery = recovery::Recovery::new(shared);
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("fluxgate-recovery-{}", backend.name))
+                    .spawn(move || recovery.run())
+                    .map_err(StartError::Thread)?,
+            );
         }
         Ok((
             Writers {
@@ -92,7 +267,8 @@ impl Writers {
         ))
     }
 
-    /// Waits for every writer to finish. Call after every sender is dropped.
+    /// Waits for every writer and recovery thread to finish. Call after every
+    /// sender is dropped and shutdown was requested.
     pub fn join(self) {
         for thread in self.threads {
             if thread.join().is_err() {
@@ -102,19 +278,81 @@ impl Writers {
     }
 }
 
+/// Opens `<dir>/<backend>.spool`. A file that is not a spool at all is moved
+/// aside (never overwritten) and a new spool is started, so a damaged disk
+/// file cannot keep the proxy from serving.
+fn open_spool(
+    config: &SpoolConfig,
+    backend: &str,
+    stats: &BackendStats,
+) -> Result<Spool, StartError> {
+    let path = config.dir.join(format!("{backend}.spool"));
+    let spool_error = |error| StartError::Spool {
+        path: path.clone(),
+        error,
+    };
+    std::fs::create_dir_all(&config.dir).map_err(|e| spool_error(SpoolError::Io(e)))?;
+    let options = SpoolOptions {
+        capacity: config.capacity.0,
+        compress: config.compress,
+    };
+    let (spool, report) = match Spool::open(&path, options) {
+        Err(SpoolError::Corrupt(reason)) => {
+            let aside = moved_aside_path(&path);
+            std::fs::rename(&path, &aside).map_err(|e| spool_error(SpoolError::Io(e)))?;
+            tracing::error!(
+                %backend,
+                path = %path.display(),
+                moved_to = %aside.display(),
+                %reason,
+                "spool file is unreadable; moved aside and starting an empty spool (its data was not replayed)",
+            );
+            Spool::open(&path, options).map_err(spool_error)?
+        }
+        result => result.map_err(spool_error)?,
+    };
+    stats
+        .spool_skipped_bytes
+        .store(report.skipped_bytes, Ordering::Relaxed);
+    if report.skipped_bytes > 0 || !report.problems.is_empty() {
+        tracing::error!(
+            %backend,
+            path = %path.display(),
+            records = report.records,
+            skipped_bytes = report.skipped_bytes,
+            problems = %report.problems.join("; "),
+            "spool recovered with damage: the skipped bytes are lost",
+        );
+    } else {
+        tracing::info!(
+            %backend,
+            path = %path.display(),
+            records = report.records,
+            bytes = report.bytes,
+            "spool opened",
+        );
+    }
+    Ok(spool)
+}
+
+fn moved_aside_path(path: &Path) -> std::path::PathBuf {
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".corrupt-{stamp}"));
+    name.into()
+}
+
 struct Writer {
-    id: usize,
-    config: BackendConfig,
+    backend: Arc<BackendShared>,
     client: BackendClient,
     queue: Receiver<Arc<Batch>>,
-    stats: Arc<[BackendStats]>,
-    shutdown: Arc<Shutdown>,
-    max_backoff: Duration,
 }
 
 enum Outcome {
     Written,
-    Rejected(Response),
+    Refused(Response),
     Failed(String),
 }
 
@@ -122,20 +360,126 @@ impl Writer {
     fn run(mut self) {
         // recv fails only once every worker has dropped its sender and the queue is empty.
         while let Ok(batch) = self.queue.recv() {
-            self.deliver(&batch);
+            if self.backend.spool.is_some() {
+                self.deliver_or_spool(batch);
+            } else {
+                self.deliver_with_retries(&batch);
+            }
         }
     }
 
-    fn stats(&self) -> &BackendStats {
-        &self.stats[self.id]
+    /// Spool mode: send directly while the backend is up and nothing older
+    /// waits in the spool; spool otherwise.
+    fn deliver_or_spool(&mut self, batch: Arc<Batch>) {
+        let backend = self.backend.clone();
+        if backend.is_up() && !backend.spool_has_records() {
+            match self.attempt(&batch) {
+                Outcome::Written => return self.written(&batch),
+                Outcome::Refused(response) => return self.refused(&batch, &response),
+                Outcome::Failed(reason) => backend.mark_down(&reason),
+            }
+        }
+        self.spool_group(batch);
     }
 
-    fn deliver(&mut self, batch: &Batch) {
+    /// Appends `first` and every batch already waiting in the queue to the
+    /// spool, syncs once for all of them, then settles them.
+    fn spool_group(&mut self, first: Arc<Batch>) {
+        let mut group = vec![first];
+        while group.len() < MAX_SPOOL_GROUP {
+            match self.queue.try_recv() {
+                Ok(batch) => group.push(batch),
+                Err(_) => break,
+            }
+        }
+        let mut spooled = Vec::with_capacity(group.len());
+        for batch in group {
+            if self.append_to_spool(&batch) {
+                spooled.push(batch);
+            }
+        }
+        let backend = &self.backend;
+        let mut refusal = None;
+        if backend.sync == SpoolSync::Batch && !spooled.is_empty() {
+            if let Some(mut spool) = backend.lock_spool() {
+                if let Err(e) = spool.sync() {
+                    tracing::error!(backend = %backend.config.name, error = %e, "spool sync failed: spooled points may not survive a power cut");
+                    refusal = Some(Refusal {
+                        backend: backend.config.name.clone(),
+                        status: 503,
+                        message: format!("spool sync failed: {e}"),
+                    });
+                }
+            }
+        }
+        for batch in spooled {
+            batch.settle(refusal.clone());
+        }
+    }
+
+    /// Appends one batch, waiting (with back-off) while the spool is full.
+    /// Returns false when the batch was settled another way instead.
+    fn append_to_spool(&mut self, batch: &Batch) -> bool {
+        let backend = self.backend.clone();
+        let mut backoff = INITIAL_RETRY_BACKOFF;
+        let mut reported_full = false;
+        loop {
+            let result = backend
+                .lock_spool()
+                .map(|mut spool| {
+                    let result = spool.try_append(&batch.key, batch.lines, &batch.body);
+                    backend.publish_spool_stats(&spool);
+                    result
+                })
+                .expect("spool mode");
+            match result {
+                Ok(_) => {
+                    backend
+                        .stats()
+                        .points_spooled
+                        .fetch_add(batch.lines as u64, Ordering::Relaxed);
+                    return true;
+                }
+                Err(SpoolError::Full { needed, free }) => {
+                    if !reported_full {
+                        backend.stats().spool_full.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(
+                            backend = %backend.config.name,
+                            needed,
+                            free,
+                            "spool full: holding writes (clients get 503) until replay makes room; \
+                             raise spool.capacity or bring the backend back",
+                        );
+                        reported_full = true;
+                    }
+                    if backend.shutdown.is_past_deadline() {
+                        self.give_up(batch, "spool full at the end of the shutdown grace period");
+                        return false;
+                    }
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(backend.max_backoff);
+                }
+                Err(e) => {
+                    tracing::error!(
+                        backend = %backend.config.name,
+                        error = %e,
+                        "cannot spool a batch; retrying it in memory instead",
+                    );
+                    self.deliver_with_retries(batch);
+                    return false;
+                }
+            }
+        }
+    }
+
+    /// No-spool mode (and the spool's last resort): retry in memory until the
+    /// backend takes the batch or the shutdown grace period ends.
+    fn deliver_with_retries(&mut self, batch: &Batch) {
         let mut backoff = INITIAL_RETRY_BACKOFF;
         loop {
             // Past the grace period, a backend known to be down gets no more
             // attempts: each could take a whole connect timeout.
-            if self.shutdown.is_past_deadline() && !self.stats().up.load(Ordering::Relaxed) {
+            if self.backend.shutdown.is_past_deadline() && !self.backend.is_up() {
                 self.give_up(
                     batch,
                     "backend down at the end of the shutdown grace period",
@@ -144,48 +488,13 @@ impl Writer {
             }
             let started = Instant::now();
             match self.attempt(batch) {
-                Outcome::Written => {
-                    batch.settle(None);
-                    let stats = self.stats();
-                    stats
-                        .points_written
-                        .fetch_add(batch.lines as u64, Ordering::Relaxed);
-                    stats.batches_written.fetch_add(1, Ordering::Relaxed);
-                    stats
-                        .bytes_written
-                        .fetch_add(batch.body.len() as u64, Ordering::Relaxed);
-                    if !stats.up.swap(true, Ordering::Relaxed) {
-                        tracing::info!(backend = %self.config.name, "backend is up again");
-                    }
-                    return;
-                }
-                Outcome::Rejected(response) => {
-                    batch.settle(Some(Refusal {
-                        backend: self.config.name.clone(),
-                        status: response.status,
-                        message: response.body_text(),
-                    }));
-                    self.stats()
-                        .points_rejected
-                        .fetch_add(batch.lines as u64, Ordering::Relaxed);
-                    tracing::warn!(
-                        backend = %self.config.name,
-                        status = response.status,
-                        points = batch.lines,
-                        db = %batch.key.db,
-                        message = %response.body_text(),
-                        "backend refused a batch; not retried",
-                    );
-                    return;
-                }
+                Outcome::Written => return self.written(batch),
+                Outcome::Refused(response) => return self.refused(batch, &response),
                 Outcome::Failed(reason) => {
-                    let stats = self.stats();
-                    stats.retries.fetch_add(1, Ordering::Relaxed);
-                    if stats.up.swap(false, Ordering::Relaxed) {
-                        tracing::warn!(backend = %self.config.name, %reason, "backend is down; retrying in memory");
-                    }
+                    self.backend.mark_down(&reason);
                     let wake = started + backoff;
                     if self
+                        .backend
                         .shutdown
                         .deadline()
                         .is_some_and(|deadline| wake >= deadline)
@@ -194,50 +503,68 @@ impl Writer {
                         return;
                     }
                     std::thread::sleep(wake.saturating_duration_since(Instant::now()));
-                    backoff = (backoff * 2).min(self.max_backoff);
+                    backoff = (backoff * 2).min(self.backend.max_backoff);
                 }
             }
         }
     }
 
+    fn written(&self, batch: &Batch) {
+        self.backend.count_written(batch.lines, batch.body.len());
+        self.backend.mark_up();
+        batch.settle(None);
+    }
+
+    fn refused(&self, batch: &Batch, response: &Response) {
+        let refusal = self
+            .backend
+            .count_refused(batch.lines, &batch.key.db, response);
+        batch.settle(Some(refusal));
+    }
+
     fn give_up(&self, batch: &Batch, reason: &str) {
-        batch.settle(Some(Refusal {
-            backend: self.config.name.clone(),
-            status: 503,
-            message: format!("not delivered before shutdown: {reason}"),
-        }));
-        self.stats()
+        let backend = &self.backend;
+        backend
+            .stats()
             .points_lost
             .fetch_add(batch.lines as u64, Ordering::Relaxed);
         tracing::error!(
-            backend = %self.config.name,
+            backend = %backend.config.name,
             points = batch.lines,
             db = %batch.key.db,
             %reason,
             "shutdown grace period over; batch not delivered",
         );
+        batch.settle(Some(Refusal {
+            backend: backend.config.name.clone(),
+            status: 503,
+            message: format!("not delivered before shutdown: {reason}"),
+        }));
     }
 
     fn attempt(&mut self, batch: &Batch) -> Outcome {
-        let body = if self.config.gzip {
-            batch.gzipped()
-        } else {
-            &batch.body
-        };
-        let started = Instant::now();
-        let result = self.client.post_write(&batch.key, body, self.config.gzip);
-        if result.is_ok() {
-            self.stats().flush_latency.record(started.elapsed());
-        }
-        match result {
-            Ok(response) if (200..300).contains(&response.status) => Outcome::Written,
-            Ok(response) if (400..500).contains(&response.status) => Outcome::Rejected(response),
-            Ok(response) => Outcome::Failed(format!(
-                "HTTP {}: {}",
-                response.status,
-                response.body_text()
-            )),
-            Err(e) => Outcome::Failed(e.to_string()),
-        }
+        post_batch(&mut self.client, &self.backend, batch)
+    }
+}
+
+/// POSTs a batch to the backend (gzip once per batch if the backend wants it)
+/// and sorts the answer, or the failure to get one, into an outcome.
+fn post_batch(client: &mut BackendClient, backend: &BackendShared, batch: &Batch) -> Outcome {
+    let gzip = backend.config.gzip;
+    let body = if gzip { batch.gzipped() } else { &batch.body };
+    let started = Instant::now();
+    let result = client.post_write(&batch.key, body, gzip);
+    if result.is_ok() {
+        backend.stats().flush_latency.record(started.elapsed());
+    }
+    match result {
+        Ok(response) if (200..300).contains(&response.status) => Outcome::Written,
+        Ok(response) if (400..500).contains(&response.status) => Outcome::Refused(response),
+        Ok(response) => backend.failed(format!(
+            "HTTP {}: {}",
+            response.status,
+            response.body_text()
+        )),
+        Err(e) => backend.failed(e.to_string()),
     }
 }

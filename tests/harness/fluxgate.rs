@@ -70,6 +70,14 @@ impl Fluxgate {
         std::fs::read_to_string(self.dir.path().join("fluxgate.log")).unwrap_or_default()
     }
 
+    /// SIGKILL: no draining, no flushing, as in a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// SIGTERM, and the exit status once it has drained (None if it had to be killed).
     pub fn stop(&mut self) -> Option<ExitStatus> {
         let mut child = self.child.take()?;

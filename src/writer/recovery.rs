@@ -1,0 +1,122 @@
+//! The recovery thread of one backend: health checks while it is down, and
+//! replay of its spool, in order, once it answers again.
+//!
+//! While the backend is marked down, its `/ping` is probed every
+//! `check_interval`; a 2xx marks it up. While it is up and its spool holds
+//! records, the oldest record is sent and removed only after the backend
+//! answered 2xx (or a 4xx, which no retry can fix: counted and logged). A
+//! failed replay leaves the record in place and marks the backend down again.
+//! With `spool.sync = "interval"`, this thread also syncs the spool.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{post_batch, BackendShared, Outcome};
+use crate::batch::Batch;
+use crate::config::SpoolSync;
+use crate::writer::client::BackendClient;
+
+/// How often an idle recovery thread looks for spooled records.
+const IDLE_POLL: Duration = Duration::from_millis(20);
+
+pub struct Recovery {
+    backend: Arc<BackendShared>,
+    client: BackendClient,
+}
+
+impl Recovery {
+    pub fn new(backend: Arc<BackendShared>) -> Recovery {
+        let client = BackendClient::new(backend.url.clone(), backend.config.timeout);
+        Recovery { backend, client }
+    }
+
+    pub fn run(mut self) {
+        let mut last_sync = Instant::now();
+        while !self.backend.shutdown.is_requested() {
+            if self.backend.sync == SpoolSync::Interval
+                && last_sync.elapsed() >= self.backend.sync_interval
+            {
+                self.sync();
+                last_sync = Instant::now();
+            }
+            if !self.backend.is_up() {
+                self.check_health();
+                continue;
+            }
+            if !self.replay_one() {
+                std::thread::sleep(IDLE_POLL);
+            }
+        }
+        if self.backend.sync != SpoolSync::None {
+            self.sync();
+        }
+    }
+
+    fn check_health(&mut self) {
+        match self.client.ping() {
+            Ok(response) if (200..300).contains(&response.status) => self.backend.mark_up(),
+            _ => std::thread::sleep(self.backend.config.check_interval),
+        }
+    }
+
+    /// Sends the oldest spooled record; true if there was one.
+    fn replay_one(&mut self) -> bool {
+        let backend = self.backend.clone();
+        let Some(mut spool) = backend.lock_spool() else {
+            return false;
+        };
+        let record = match spool.peek() {
+            Ok(Some(record)) => record,
+            Ok(None) => return false,
+            Err(e) => {
+                tracing::error!(backend = %backend.config.name, error = %e, "cannot read the spool; replay paused");
+                drop(spool);
+                std::thread::sleep(backend.config.check_interval);
+                return false;
+            }
+        };
+        // Not held while the backend is busy: writers may append meanwhile.
+        drop(spool);
+        let position = record.position;
+        let batch = Batch::new(Arc::new(record.key), record.body, record.lines);
+        match post_batch(&mut self.client, &backend, &batch) {
+            Outcome::Written => {
+                backend.count_written(batch.lines, batch.body.len());
+                backend
+                    .stats()
+                    .points_replayed
+                    .fetch_add(batch.lines as u64, Ordering::Relaxed);
+            }
+            // Nobody waits for a replayed batch: the refusal is counted and logged.
+            Outcome::Refused(response) => {
+                backend.count_refused(batch.lines, &batch.key.db, &response);
+            }
+            Outcome::Failed(reason) => {
+                backend.mark_down(&reason);
+                return true;
+            }
+        }
+        let mut spool = backend.lock_spool().expect("spool mode");
+        if let Err(e) = spool.ack(position) {
+            tracing::error!(backend = %backend.config.name, error = %e, "cannot remove a replayed record from the spool");
+        }
+        // Persist the read position so a restart does not replay it again
+        // (it would be harmless, only wasted work).
+        if backend.sync != SpoolSync::None {
+            if let Err(e) = spool.sync() {
+                tracing::warn!(backend = %backend.config.name, error = %e, "spool sync failed after replay");
+            }
+        }
+        backend.publish_spool_stats(&spool);
+        true
+    }
+
+    fn sync(&self) {
+        if let Some(mut spool) = self.backend.lock_spool() {
+            if let Err(e) = spool.sync() {
+                tracing::error!(backend = %self.backend.config.name, error = %e, "spool sync failed");
+            }
+        }
+    }
+}
