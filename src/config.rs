@@ -153,7 +153,7 @@ pub struct WriteConfig {
 impl Default for WriteConfig {
     fn default() -> Self {
         WriteConfig {
-            ack: AckMode::Accepted,
+            ack: AckMode::Durable,
             // About 2700 points of the classic 386-byte `cpu` line: InfluxDB's own
             // guidance is batches of 5000-10000 points; smaller keeps added latency low.
             max_batch_bytes: ByteSize(1 << 20),
@@ -554,7 +554,7 @@ mod tests {
     fn minimal_config_gets_defaults() {
         let config = Config::from_toml(MINIMAL).unwrap();
         assert_eq!(config.server.listen, "127.0.0.1:7076");
-        assert_eq!(config.write.ack, AckMode::Accepted);
+        assert_eq!(config.write.ack, AckMode::Durable);
         assert_eq!(config.write.max_batch_bytes, ByteSize(1 << 20));
         assert_eq!(config.backends[0].writers, 1);
         assert!(!config.backends[0].gzip);

@@ -46,7 +46,7 @@ fn sigterm_flushes_every_accepted_point_before_exit() {
     // Batches that would never flush on their own within the test.
     let config = format!(
         "[[backends]]\nname = \"a\"\nurl = \"http://127.0.0.1:{}\"\n[[backends]]\nname = \"b\"\nurl = \"http://127.0.0.1:{}\"\n\
-         [routes]\n_default_ = [\"a\", \"b\"]\n[write]\nflush_interval = \"1h\"\nmax_batch_bytes = \"64MiB\"\n",
+         [routes]\n_default_ = [\"a\", \"b\"]\n[write]\nack = \"accepted\"\nflush_interval = \"1h\"\nmax_batch_bytes = \"64MiB\"\n",
         servers.a.http_port, servers.b.http_port
     );
     let mut proxy = Fluxgate::start("", &config);
@@ -71,7 +71,7 @@ fn a_down_backend_gets_its_points_once_it_is_back() {
     server.stop();
     let config = format!(
         "[[backends]]\nname = \"flaky\"\nurl = \"http://127.0.0.1:{}\"\ntimeout = \"2s\"\n\
-         [routes]\n_default_ = [\"flaky\"]\n[write]\nflush_interval = \"10ms\"\nmax_retry_backoff = \"200ms\"\n",
+         [routes]\n_default_ = [\"flaky\"]\n[write]\nack = \"accepted\"\nflush_interval = \"10ms\"\nmax_retry_backoff = \"200ms\"\n",
         server.http_port
     );
     let proxy = Fluxgate::start("", &config);
@@ -112,7 +112,7 @@ fn batches_refused_by_a_backend_are_counted_not_retried() {
     let servers = backends();
     let config = format!(
         "[[backends]]\nname = \"a\"\nurl = \"http://127.0.0.1:{}\"\n[routes]\n_default_ = [\"a\"]\n\
-         [write]\nflush_interval = \"10ms\"\n",
+         [write]\nack = \"accepted\"\nflush_interval = \"10ms\"\n",
         servers.a.http_port
     );
     let proxy = Fluxgate::start("", &config);
