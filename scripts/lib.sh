@@ -52,3 +52,14 @@ wait_ping() { # port what
   exit 1
 }
 
+
+# The `influxdb` Python client, for the client tests: pip where it works
+# (pyenv, venv), else the distribution's package for the system python.
+ensure_python_influxdb() {
+  python3 -c 'import influxdb' 2>/dev/null && return 0
+  echo "installing the influxdb Python client"
+  python3 -m pip install -q influxdb 2>/dev/null ||
+    python3 -m pip install -q --break-system-packages influxdb 2>/dev/null ||
+    install_packages python3-influxdb
+  python3 -c 'import influxdb'
+}

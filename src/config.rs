@@ -30,6 +30,8 @@ pub struct Config {
     pub routes: BTreeMap<String, Vec<String>>,
     #[serde(default)]
     pub write: WriteConfig,
+    #[serde(default)]
+    pub query: QueryConfig,
     /// Parsed so that configs written for the spool already load; see `main.rs`.
     #[serde(default)]
     pub spool: Option<SpoolConfig>,
@@ -163,6 +165,30 @@ impl Default for WriteConfig {
             max_retry_backoff: Duration::from_secs(10),
             ack_timeout: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(15),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueryConfig {
+    /// Send DROP, DELETE, GRANT, REVOKE, ALTER, SELECT INTO, ... to every
+    /// backend instead of refusing them.
+    pub allow_admin: bool,
+    /// Longest wait for a backend's answer to a query.
+    #[serde(deserialize_with = "deserialize_duration")]
+    pub timeout: Duration,
+    /// Largest answer fluxgate reads from a backend to merge (answers streamed
+    /// straight through are not limited).
+    pub max_response_bytes: ByteSize,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        QueryConfig {
+            allow_admin: false,
+            timeout: Duration::from_secs(60),
+            max_response_bytes: ByteSize(256 << 20),
         }
     }
 }

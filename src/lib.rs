@@ -31,6 +31,7 @@ pub mod config;
 pub mod dispatch;
 pub mod error;
 pub mod lp;
+pub mod query;
 pub mod route;
 pub mod server;
 pub mod shutdown;

@@ -12,6 +12,8 @@ mod durable;
 mod lifecycle;
 /// `/metrics` and `/debug/latency`.
 mod observability;
+/// `/query`: routing, fan-out and merge, formats, failover, timeshift, real clients.
+mod query;
 /// The spool: outages, crashes, a full spool, damaged files.
 mod spool;
 /// `/write`: routing, replication, precision, framing, bad input.

@@ -4,12 +4,35 @@
 
 pub mod admin;
 pub mod ping;
+pub mod query;
 pub mod write;
 
 use crate::error::ApiError;
 use crate::server::request::{Head, Method};
 use crate::server::response::Response;
 use crate::server::worker::Worker;
+
+/// The `Authorization` header to send to backends for a client: its own
+/// header (Basic or Token) as is, or Basic built from its `u` and `p`
+/// parameters, so a backend authenticates the client as if it were direct.
+pub fn backend_authorization(
+    header: Option<&str>,
+    user: Option<String>,
+    password: Option<String>,
+) -> Option<String> {
+    use base64::Engine;
+    match (header, user) {
+        (Some(header), _) => Some(header.to_owned()),
+        (None, Some(user)) => {
+            let credentials = format!("{user}:{}", password.unwrap_or_default());
+            Some(format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(credentials)
+            ))
+        }
+        (None, None) => None,
+    }
+}
 
 /// Routes one request to its handler. `buf` holds the head; `body` is the
 /// request body as received (still compressed if it was sent gzip).
@@ -22,7 +45,7 @@ pub async fn handle(worker: &Worker, head: &Head, buf: &[u8], body: &[u8]) -> Re
         (Method::Get | Method::Head, "/metrics") => admin::metrics(worker),
         (Method::Get | Method::Head, "/status") => admin::status(worker),
         (Method::Get | Method::Head, "/debug/latency") => admin::latency(worker, head.query(buf)),
-        (Method::Get | Method::Post, "/query") => ApiError::NotImplemented("/query").response(),
+        (Method::Get | Method::Post, "/query") => query::query(worker, head, buf, body).await,
         (
             _,
             "/ping" | "/write" | "/health" | "/query" | "/metrics" | "/status" | "/debug/latency",

@@ -14,8 +14,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use base64::Engine;
-
 use crate::batch::{Batch, Batcher, Target};
 use crate::config::AckMode;
 use crate::error::ApiError;
@@ -80,17 +78,7 @@ impl WriteParams {
         let db = db
             .filter(|db| !db.is_empty())
             .ok_or_else(|| ApiError::BadParameter("database is required".to_owned()))?;
-        let authorization = match (authorization, user) {
-            (Some(header), _) => Some(header.to_owned()),
-            (None, Some(user)) => {
-                let credentials = format!("{user}:{}", password.unwrap_or_default());
-                Some(format!(
-                    "Basic {}",
-                    base64::engine::general_purpose::STANDARD.encode(credentials)
-                ))
-            }
-            (None, None) => None,
-        };
+        let authorization = super::backend_authorization(authorization, user, password);
         Ok(WriteParams {
             db,
             rp,

@@ -14,11 +14,12 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
 use super::request::{parse_head, Framing, Head, Method};
-use super::response::CONTINUE;
+use super::response::{Body, CONTINUE};
 use super::worker::Worker;
 use crate::api;
 use crate::chunked::ChunkedDecoder;
 use crate::error::ApiError;
+use crate::query::backend::{BodyReader, Framing as AnswerFraming, OpenAnswer};
 use crate::stats::Endpoint;
 
 /// Initial read buffer: a request head and a small body fit in one read.
@@ -98,14 +99,20 @@ pub async fn serve(stream: TcpStream, worker: &Worker) {
         };
         let response = api::handle(worker, &head, &conn.buf, body).await;
 
-        let keep_alive = head.keep_alive && !response.close && !worker.stopping.is_fired();
+        let keep_alive =
+            head.keep_alive && response.keeps_connection() && !worker.stopping.is_fired();
         conn.out.clear();
-        response.encode(&mut conn.out, keep_alive, head.method == Method::Head);
-        let written = conn.write_out().await;
+        let head_only = head.method == Method::Head;
+        response.encode(&mut conn.out, keep_alive, head_only);
+        let status = response.status;
+        let mut written = conn.write_out().await;
+        if let (Body::Proxied(answer), Ok(()), false) = (response.body, &written, head_only) {
+            written = conn.stream_answer(*answer).await;
+        }
         let endpoint = Endpoint::from_path(head.path(&conn.buf));
         worker
             .stats
-            .record_request(endpoint, response.status, started.elapsed());
+            .record_request(endpoint, status, started.elapsed());
         if written.is_err() || !keep_alive {
             return;
         }
@@ -221,6 +228,52 @@ impl Conn {
         }
         if self.body.capacity() > RETAINED_BUFFER_BYTES {
             self.body = Vec::new();
+        }
+    }
+
+    /// Copies a backend's answer body to the client as it arrives, as the
+    /// backend framed it (chunk encoding is passed through; the decoder only
+    /// finds where the body ends).
+    async fn stream_answer(&mut self, answer: OpenAnswer) -> io::Result<()> {
+        let OpenAnswer {
+            framing,
+            buffered,
+            mut stream,
+            ..
+        } = answer;
+        let mut tracker = BodyReader::new(framing);
+        let mut scratch = Vec::new();
+        let mut pending = buffered;
+        loop {
+            scratch.clear();
+            let done = match framing {
+                // Only the end matters: decoded bytes are dropped.
+                AnswerFraming::Chunked | AnswerFraming::Length(_) => tracker
+                    .feed(&pending, &mut scratch, usize::MAX)
+                    .map_err(|e| io::Error::other(e.to_string()))?,
+                AnswerFraming::Close => false,
+            };
+            let to_send = match framing {
+                // Never send bytes past the announced length.
+                AnswerFraming::Length(_) => pending.len().min(scratch.len()),
+                _ => pending.len(),
+            };
+            if to_send > 0 {
+                pending.truncate(to_send);
+                let (result, returned) = self.stream.write_all(pending).await;
+                result?;
+                pending = returned;
+            }
+            if done {
+                return Ok(());
+            }
+            pending.clear();
+            match crate::query::backend::read_more(&mut stream, pending).await {
+                Ok(Some(more)) => pending = more,
+                Ok(None) if framing == AnswerFraming::Close => return Ok(()),
+                Ok(None) => return Err(io::Error::other("backend closed its answer early")),
+                Err(e) => return Err(io::Error::other(e.to_string())),
+            }
         }
     }
 

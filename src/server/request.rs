@@ -42,6 +42,10 @@ pub struct Head {
     pub authorization: Option<Range<usize>>,
     /// The client allows another request on this connection.
     pub keep_alive: bool,
+    /// `Content-Type: application/x-www-form-urlencoded` (a `/query` form body).
+    pub form_body: bool,
+    /// `Accept: application/csv` (or `text/csv`): the client wants CSV answers.
+    pub accept_csv: bool,
     /// Length of the head in bytes; the body starts here.
     pub len: usize,
 }
@@ -119,6 +123,8 @@ pub fn parse_head(
     let mut expect_continue = false;
     let mut gzip = false;
     let mut authorization = None;
+    let mut form_body = false;
+    let mut accept_csv = false;
     for header in request.headers.iter() {
         let name = header.name;
         let value = header.value;
@@ -153,6 +159,13 @@ pub fn parse_head(
             }
         } else if name.eq_ignore_ascii_case("expect") {
             expect_continue = value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
+        } else if name.eq_ignore_ascii_case("content-type") {
+            form_body = value
+                .to_ascii_lowercase()
+                .starts_with(b"application/x-www-form-urlencoded");
+        } else if name.eq_ignore_ascii_case("accept") {
+            let value = value.to_ascii_lowercase();
+            accept_csv = value.starts_with(b"application/csv") || value.starts_with(b"text/csv");
         } else if name.eq_ignore_ascii_case("authorization") {
             authorization = Some(offset_of(value)..offset_of(value) + value.len());
         } else if name.eq_ignore_ascii_case("connection") {
@@ -190,6 +203,8 @@ pub fn parse_head(
         gzip,
         authorization,
         keep_alive,
+        form_body,
+        accept_csv,
         len,
     }))
 }

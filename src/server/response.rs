@@ -2,11 +2,13 @@
 
 use std::io::Write;
 
+use crate::query::backend::Framing;
+
 /// The InfluxDB API version announced in `X-Influxdb-Version`, as InfluxDB does
 /// on every response. Clients only check that it is a 1.x version.
 pub const INFLUXDB_VERSION: &str = "1.8.10";
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Response {
     pub status: u16,
     pub body: Body,
@@ -16,7 +18,7 @@ pub struct Response {
     pub close: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Body {
     Empty,
     /// InfluxDB's error object: `{"error":"<message>"}`.
@@ -25,6 +27,11 @@ pub enum Body {
     Json(String),
     /// Plain text (`/metrics` and similar).
     Text(String),
+    /// InfluxDB's CSV (`/query` with `Accept: application/csv`).
+    Csv(String),
+    /// A backend's answer, streamed to the client as it arrives (`conn.rs`
+    /// writes the head from `encode`, then copies the body).
+    Proxied(Box<crate::query::backend::OpenAnswer>),
 }
 
 impl Response {
@@ -46,6 +53,13 @@ impl Response {
         }
     }
 
+    /// False when the body ends with the connection (a proxied answer without
+    /// length or chunking), so the connection cannot be kept.
+    pub fn keeps_connection(&self) -> bool {
+        !self.close
+            && !matches!(&self.body, Body::Proxied(answer) if answer.framing == Framing::Close)
+    }
+
     /// Serializes the response into `out` (appending). `keep_alive` is the
     /// connection's state after this response; `head_only` answers a HEAD request.
     pub fn encode(&self, out: &mut Vec<u8>, keep_alive: bool, head_only: bool) {
@@ -60,7 +74,8 @@ impl Response {
                 error_json = json;
                 &error_json
             }
-            Body::Json(text) | Body::Text(text) => text.as_bytes(),
+            Body::Json(text) | Body::Text(text) | Body::Csv(text) => text.as_bytes(),
+            Body::Proxied(_) => b"",
         };
         let _ = write!(
             out,
@@ -78,12 +93,29 @@ impl Response {
                 out.extend_from_slice(b"Content-Type: application/json\r\n")
             }
             Body::Text(_) => out.extend_from_slice(b"Content-Type: text/plain; charset=utf-8\r\n"),
+            Body::Csv(_) => out.extend_from_slice(b"Content-Type: application/csv\r\n"),
+            Body::Proxied(answer) => {
+                if let Some(content_type) = &answer.content_type {
+                    let _ = write!(out, "Content-Type: {content_type}\r\n");
+                }
+            }
         }
         if let Some(seconds) = self.retry_after {
             let _ = write!(out, "Retry-After: {seconds}\r\n");
         }
-        if self.status != 204 && !(100..200).contains(&self.status) {
-            let _ = write!(out, "Content-Length: {}\r\n", body.len());
+        match &self.body {
+            Body::Proxied(answer) => match answer.framing {
+                Framing::Length(length) => {
+                    let _ = write!(out, "Content-Length: {length}\r\n");
+                }
+                Framing::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+                // Delimited by close: `keep_alive` is false for it (see `keeps_connection`).
+                Framing::Close => {}
+            },
+            _ if self.status != 204 && !(100..200).contains(&self.status) => {
+                let _ = write!(out, "Content-Length: {}\r\n", body.len());
+            }
+            _ => {}
         }
         if !keep_alive {
             out.extend_from_slice(b"Connection: close\r\n");

@@ -159,6 +159,21 @@ pub struct BackendStats {
 }
 
 impl BackendStats {
+    /// Marks the backend down (logged once per outage); recovery pings it.
+    pub fn mark_down(&self, reason: &str) {
+        self.set_last_error(reason);
+        if self.up.swap(false, Ordering::Relaxed) {
+            tracing::warn!(backend = %self.name, %reason, "backend is down");
+        }
+    }
+
+    /// Marks the backend up (logged once per recovery).
+    pub fn mark_up(&self) {
+        if !self.up.swap(true, Ordering::Relaxed) {
+            tracing::info!(backend = %self.name, "backend is up again");
+        }
+    }
+
     /// Remembers an error (per failed batch, never per point).
     pub fn set_last_error(&self, message: &str) {
         let now = std::time::SystemTime::now()

@@ -75,15 +75,11 @@ impl BackendShared {
     }
 
     pub fn mark_down(&self, reason: &str) {
-        if self.stats().up.swap(false, Ordering::Relaxed) {
-            tracing::warn!(backend = %self.config.name, %reason, "backend is down");
-        }
+        self.stats().mark_down(reason);
     }
 
     pub fn mark_up(&self) {
-        if !self.stats().up.swap(true, Ordering::Relaxed) {
-            tracing::info!(backend = %self.config.name, "backend is up again");
-        }
+        self.stats().mark_up();
     }
 
     /// The spool, locked. A panic while holding it cannot leave the ring in a

@@ -2,7 +2,8 @@
 //! replay of its spool, in order, once it answers again.
 //!
 //! While the backend is marked down, its `/ping` is probed every
-//! `check_interval`; a 2xx marks it up. While it is up and its spool holds
+//! `check_interval`; a 2xx marks it up. While it is up and idle, it is pinged
+//! at the same interval, so an outage is noticed without a failed write. While it is up and its spool holds
 //! records, the oldest record is sent and removed only after the backend
 //! answered 2xx (or a 4xx, which no retry can fix: counted and logged). A
 //! failed replay leaves the record in place and marks the backend down again.
@@ -33,6 +34,7 @@ impl Recovery {
 
     pub fn run(mut self) {
         let mut last_sync = Instant::now();
+        let mut last_ping = Instant::now();
         while !self.backend.shutdown.is_requested() {
             if self.backend.sync == SpoolSync::Interval
                 && last_sync.elapsed() >= self.backend.sync_interval
@@ -44,9 +46,19 @@ impl Recovery {
                 self.check_health();
                 continue;
             }
-            if !self.replay_one() {
-                std::thread::sleep(IDLE_POLL);
+            if self.replay_one() {
+                continue;
             }
+            // Idle and up: ping now and then, so an outage is noticed (and
+            // queries avoid the backend) even when no write fails.
+            if last_ping.elapsed() >= self.backend.config.check_interval {
+                last_ping = Instant::now();
+                if let Err(reason) = self.ping() {
+                    self.backend.mark_down(&reason);
+                    continue;
+                }
+            }
+            std::thread::sleep(IDLE_POLL);
         }
         if self.backend.sync != SpoolSync::None {
             self.sync();
@@ -54,9 +66,18 @@ impl Recovery {
     }
 
     fn check_health(&mut self) {
+        match self.ping() {
+            Ok(()) => self.backend.mark_up(),
+            Err(_) => std::thread::sleep(self.backend.config.check_interval),
+        }
+    }
+
+    /// `/ping`: a 2xx is healthy.
+    fn ping(&mut self) -> Result<(), String> {
         match self.client.ping() {
-            Ok(response) if (200..300).contains(&response.status) => self.backend.mark_up(),
-            _ => std::thread::sleep(self.backend.config.check_interval),
+            Ok(response) if (200..300).contains(&response.status) => Ok(()),
+            Ok(response) => Err(format!("ping answered HTTP {}", response.status)),
+            Err(e) => Err(format!("ping: {e}")),
         }
     }
 
