@@ -14,7 +14,7 @@ use crate::route::SetId;
 
 /// What a batch is written as: everything of a request that the backend's
 /// `/write` takes besides the body.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct BatchKey {
     pub db: Box<str>,
     pub rp: Option<Box<str>>,
@@ -24,8 +24,23 @@ pub struct BatchKey {
     pub authorization: Option<Box<str>>,
 }
 
+/// Credentials never reach logs: `Debug` shows only whether there are any.
+impl std::fmt::Debug for BatchKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BatchKey")
+            .field("db", &self.db)
+            .field("rp", &self.rp)
+            .field("precision", &self.precision)
+            .field(
+                "authorization",
+                &self.authorization.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
 /// The borrowed form of a [`BatchKey`], built once per request without allocating.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct Target<'a> {
     pub db: &'a str,
     pub rp: Option<&'a str>,

@@ -37,5 +37,6 @@ pub mod server;
 pub mod shutdown;
 pub mod spool;
 pub mod stats;
+pub mod status;
 pub mod urlencoded;
 pub mod writer;

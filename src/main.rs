@@ -30,6 +30,18 @@ struct Args {
     /// Check the configuration and exit.
     #[arg(long)]
     check: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Show a running fluxgate's backends, queues and spools as a table.
+    Status {
+        /// The proxy's address.
+        #[arg(long, default_value = "http://127.0.0.1:7076")]
+        url: String,
+    },
 }
 
 fn main() {
@@ -41,7 +53,18 @@ fn main() {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    if let Err(e) = run(&Args::parse()) {
+    let args = Args::parse();
+    if let Some(Command::Status { url }) = &args.command {
+        match fluxgate::status::fetch_and_render(url) {
+            Ok(table) => print!("{table}"),
+            Err(e) => {
+                eprintln!("fluxgate status: {e}");
+                std::process::exit(1);
+            }
+        }
+        return;
+    }
+    if let Err(e) = run(&args) {
         tracing::error!("{e:#}");
         eprintln!("fluxgate: {e:#}");
         std::process::exit(1);

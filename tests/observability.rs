@@ -128,3 +128,59 @@ fn latency_endpoint_reports_percentiles_hgrm_and_resets() {
         serde_json::from_str(&http::get(&proxy.url("/debug/latency")).body).unwrap();
     assert_eq!(after["endpoints"]["write"]["count"], 0, "{after}");
 }
+
+#[test]
+fn status_shows_each_backend_as_json_and_as_a_table() {
+    let servers = backends();
+    let nothing_listens = crate::harness::free_port();
+    let config = format!(
+        "[[backends]]\nname = \"a\"\nurl = \"http://127.0.0.1:{}\"\n[[backends]]\nname = \"gone\"\nurl = \"http://127.0.0.1:{nothing_listens}\"\n\
+         check_interval = \"50ms\"\n[routes]\n_default_ = [\"a\"]\n",
+        servers.a.http_port
+    );
+    let proxy = Fluxgate::start("", &config);
+    let status: serde_json::Value = eventually(
+        Duration::from_secs(30),
+        "the dead backend to be marked down",
+        || {
+            let status: serde_json::Value =
+                serde_json::from_str(&http::get(&proxy.url("/status")).body).unwrap();
+            (status["backends"][1]["up"] == false).then_some(status)
+        },
+    );
+    assert_eq!(status["backends"][0]["name"], "a");
+    assert_eq!(status["backends"][0]["up"], true);
+    assert_eq!(status["config"]["ack"], "durable");
+    assert!(
+        status["backends"][1]["last_error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("refused"),
+        "{status}"
+    );
+
+    let (exit, _) = Fluxgate::run(&["status", "--url", &proxy.url("")]);
+    assert!(exit.success());
+    let output = std::process::Command::new(Fluxgate::binary())
+        .args(["status", "--url", &proxy.url("")])
+        .output()
+        .unwrap();
+    let table = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        table.contains("BACKEND") && table.contains("LAST ERROR"),
+        "{table}"
+    );
+    let gone = table
+        .lines()
+        .find(|l| l.starts_with("gone"))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(gone.contains("DOWN") && gone.contains("refused"), "{table}");
+    // A proxy that is not there: a clear error, exit 1.
+    let (exit, stderr) = Fluxgate::run(&[
+        "status",
+        "--url",
+        &format!("http://127.0.0.1:{nothing_listens}"),
+    ]);
+    assert!(!exit.success());
+    assert!(stderr.contains("cannot reach fluxgate"), "{stderr}");
+}

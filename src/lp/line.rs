@@ -5,7 +5,9 @@
 //! only accepted lines never has a batch refused by its backends. It is a port of
 //! `parsePoint`, `scanKey`, `scanFields`, `scanNumber`, `scanBoolean` and `scanTime` in
 //! <https://github.com/influxdata/influxdb/blob/004d1cf413d9dd5ed27fb3e761033ceff3def206/models/points.go>,
-//! with `memchr` jumps over the bytes that cannot change the parser's state.
+//! with 16-bytes-at-a-time searches (and `memchr` inside strings) jumping over the
+//! bytes that cannot change the parser's state, and word-at-a-time fast paths for the
+//! common number and timestamp forms in front of the careful ports.
 //!
 //! InfluxDB's quirks are kept on purpose, because the point of validating is to
 //! agree with the backend:
@@ -33,7 +35,9 @@
 
 use std::fmt;
 
-use memchr::{memchr, memchr2, memchr3};
+use memchr::{memchr, memchr2};
+
+use super::swar::{self, find_any};
 
 /// InfluxDB's `MaxKeyLength`: the largest measurement-plus-tags key, and the largest
 /// key plus [`FIELD_KEY_SEPARATOR_LEN`] plus field key.
@@ -62,7 +66,8 @@ const MIN_NANO_TIME: i64 = i64::MIN + 2;
 const MAX_NANO_TIME: i64 = i64::MAX - 1;
 
 /// Tag sets up to this size are checked for duplicates on the stack when they are not
-/// already sorted; larger unsorted sets (rare) use a heap buffer. A tuning choice.
+/// already sorted; larger unsorted sets (rare) use a heap buffer when their key
+/// fingerprints collide. A tuning choice.
 const SMALL_TAG_SET: usize = 32;
 
 /// A valid point, as positions in the raw line.
@@ -224,7 +229,7 @@ impl fmt::Debug for Excerpt {
 }
 
 /// Validates one point and locates its measurement, without allocating (except for
-/// unsorted tag sets over `SMALL_TAG_SET` tags).
+/// some unsorted tag sets over `SMALL_TAG_SET` tags).
 ///
 /// `line` is one point as yielded by [`scan_lines`](super::scan::scan_lines): no
 /// terminating newline, no leading blanks. Any input is safe.
@@ -291,10 +296,33 @@ fn skip_blanks(buf: &[u8], mut i: usize) -> usize {
     i
 }
 
+/// The bytes that end a measurement, a number and a boolean.
+const COMMA_SPACE: [u8; 2] = [b',', b' '];
+/// The bytes that end a tag key or a tag value (when not escaped).
+const TAG_DELIMITERS: [u8; 3] = [b',', b' ', b'='];
+/// The only bytes that change the field scanner's state outside a string.
+const FIELD_SPECIALS: [u8; 5] = [b'\\', b'"', b'=', b',', b' '];
+
 /// The byte at `i` counts as escaped in the key section: the byte before it is a
 /// backslash (InfluxDB's rule there, even when that backslash is itself escaped).
 fn escaped_by_prev(buf: &[u8], i: usize) -> bool {
     i > 0 && buf[i - 1] == b'\\'
+}
+
+/// The first byte of `set` at or after `i` that is not escaped by the byte before it
+/// (the key-section rule, see [`escaped_by_prev`]).
+#[inline(always)]
+fn find_unescaped<const N: usize>(buf: &[u8], mut i: usize, set: [u8; N]) -> Option<usize> {
+    loop {
+        let at = find_any(buf, i, set);
+        if at == buf.len() {
+            return None;
+        }
+        if !escaped_by_prev(buf, at) {
+            return Some(at);
+        }
+        i = at + 1;
+    }
 }
 
 /// `scanMeasurement`: returns the position of the unescaped `,` or space ending the
@@ -304,20 +332,14 @@ fn scan_measurement(buf: &[u8], start: usize) -> Result<(usize, bool), LineError
         None | Some(b',') => return Err(LineError::MissingMeasurement),
         Some(_) => {}
     }
-    let mut from = start + 1;
-    loop {
-        let Some(off) = memchr2(b',', b' ', &buf[from..]) else {
-            return Err(LineError::MissingFields);
-        };
-        let at = from + off;
-        if !escaped_by_prev(buf, at) {
-            return Ok((at, buf[at] == b','));
-        }
-        from = at + 1;
+    match find_unescaped(buf, start + 1, COMMA_SPACE) {
+        Some(at) => Ok((at, buf[at] == b',')),
+        None => Err(LineError::MissingFields),
     }
 }
 
-/// A tag key's bounds in the line.
+/// A tag key's bounds in the line; never empty.
+#[derive(Clone, Copy)]
 struct TagKey {
     start: usize,
     end: usize,
@@ -327,89 +349,111 @@ struct TagKey {
 /// ending the tag set.
 fn scan_tags(buf: &[u8], mut i: usize) -> Result<usize, LineError> {
     let tags_start = i;
-    let mut prev: Option<TagKey> = None;
+    // For the duplicate check of an unsorted set: the keys (past `SMALL_TAG_SET`
+    // only the last one), and the set of key fingerprints seen. Equal keys have equal
+    // fingerprints, so unless two keys share one there is no duplicate, and the keys
+    // need not be compared at all (the usual case).
+    let mut keys = [TagKey { start: 0, end: 0 }; SMALL_TAG_SET];
+    let mut count = 0;
+    let mut fingerprints = [0u64; 4];
+    let mut shared_fingerprint = false;
     let mut sorted = true;
     let mut duplicate = false;
     let end = loop {
         let key = scan_tag_key(buf, i)?;
         let (next, more) = scan_tag_value(buf, key.end + 1)?;
+        let this = &buf[key.start..key.end];
         // Clients usually send tags sorted, so compare neighbours while that holds;
         // InfluxDB reports duplicates only after the whole tag set has scanned.
-        if sorted && !duplicate {
-            if let Some(p) = &prev {
-                match buf[p.start..p.end].cmp(&buf[key.start..key.end]) {
-                    std::cmp::Ordering::Less => {}
-                    std::cmp::Ordering::Equal => duplicate = true,
-                    std::cmp::Ordering::Greater => sorted = false,
-                }
+        if sorted && !duplicate && count > 0 {
+            let prev = keys[(count - 1).min(SMALL_TAG_SET - 1)];
+            let prev = &buf[prev.start..prev.end];
+            // Keys nearly always differ in their first byte: decide on that inline
+            // rather than through a `memcmp` call. Same order either way.
+            match prev[0].cmp(&this[0]).then_with(|| prev.cmp(this)) {
+                std::cmp::Ordering::Less => {}
+                std::cmp::Ordering::Equal => duplicate = true,
+                std::cmp::Ordering::Greater => sorted = false,
             }
-            prev = Some(key);
         }
+        let print = key_fingerprint(this);
+        let (word, bit) = (usize::from(print / 64), 1 << (print % 64));
+        shared_fingerprint |= fingerprints[word] & bit != 0;
+        fingerprints[word] |= bit;
+        keys[count.min(SMALL_TAG_SET - 1)] = key;
+        count += 1;
         if !more {
             break next;
         }
         i = next + 1;
     };
-    if duplicate || (!sorted && has_duplicate_keys(buf, tags_start, end)) {
+    let unsorted_duplicate = !sorted
+        && shared_fingerprint
+        && if count <= SMALL_TAG_SET {
+            has_duplicate_small(buf, &keys[..count])
+        } else {
+            has_duplicate_keys(buf, tags_start, end)
+        };
+    if duplicate || unsorted_duplicate {
         return Err(LineError::DuplicateTags);
     }
     Ok(end)
 }
 
 /// `scanTagsKey`: the key starting at `i`, ended by an unescaped `=`.
+#[inline(always)]
 fn scan_tag_key(buf: &[u8], i: usize) -> Result<TagKey, LineError> {
     match buf.get(i) {
         None | Some(b' ' | b',' | b'=') => return Err(LineError::MissingTagKey),
         Some(_) => {}
     }
-    let mut from = i + 1;
-    loop {
-        let Some(off) = memchr3(b' ', b',', b'=', &buf[from..]) else {
-            return Err(LineError::MissingTagValue);
-        };
-        let at = from + off;
-        if escaped_by_prev(buf, at) {
-            from = at + 1;
-        } else if buf[at] == b'=' {
-            return Ok(TagKey { start: i, end: at });
-        } else {
-            return Err(LineError::MissingTagValue);
-        }
+    match find_unescaped(buf, i + 1, TAG_DELIMITERS) {
+        Some(at) if buf[at] == b'=' => Ok(TagKey { start: i, end: at }),
+        _ => Err(LineError::MissingTagValue),
     }
 }
 
 /// `scanTagsValue`: the value starting at `i`; returns the position of the `,` (more
 /// tags) or space (fields next) ending it. The first byte is taken as is, so a value
 /// may start with `=`.
+#[inline(always)]
 fn scan_tag_value(buf: &[u8], i: usize) -> Result<(usize, bool), LineError> {
     match buf.get(i) {
         None | Some(b',' | b' ') => return Err(LineError::MissingTagValue),
         Some(_) => {}
     }
-    let mut from = i + 1;
-    loop {
-        let Some(off) = memchr3(b'=', b',', b' ', &buf[from..]) else {
-            return Err(LineError::MissingFields);
-        };
-        let at = from + off;
-        if escaped_by_prev(buf, at) {
-            from = at + 1;
-            continue;
-        }
-        return match buf[at] {
+    match find_unescaped(buf, i + 1, TAG_DELIMITERS) {
+        None => Err(LineError::MissingFields),
+        Some(at) => match buf[at] {
             b'=' => Err(LineError::InvalidTagFormat),
             b',' => Ok((at, true)),
             _ => Ok((at, false)),
-        };
+        },
     }
 }
 
-/// Whether two keys of an already validated tag set `buf[start..end]` are equal.
-/// Only called for tag sets that are not sorted, which is where InfluxDB sorts.
+/// Whether two of `keys` (at most `SMALL_TAG_SET`) are equal, comparing every pair:
+/// the same answer as sorting them, and only needed when fingerprints collide.
+fn has_duplicate_small(buf: &[u8], keys: &[TagKey]) -> bool {
+    keys.iter().enumerate().any(|(j, b)| {
+        let key = &buf[b.start..b.end];
+        keys[..j].iter().any(|a| buf[a.start..a.end] == *key)
+    })
+}
+
+/// A cheap 8-bit summary of a (non-empty) tag key: its length and end bytes.
+fn key_fingerprint(key: &[u8]) -> u8 {
+    let first = key[0];
+    let last = key[key.len() - 1];
+    // Truncating the length is fine: equal keys still get equal fingerprints.
+    (key.len() as u8).wrapping_mul(37) ^ first ^ last.rotate_left(4)
+}
+
+/// Whether two keys of an already validated tag set `buf[start..end]` are equal, by
+/// sorting them. Only used for unsorted sets over `SMALL_TAG_SET` tags whose key
+/// fingerprints collide; allocates.
 fn has_duplicate_keys(buf: &[u8], start: usize, end: usize) -> bool {
-    let mut small = [(0usize, 0usize); SMALL_TAG_SET];
-    let mut count = 0;
-    let mut large: Vec<(usize, usize)> = Vec::new();
+    let mut keys: Vec<(usize, usize)> = Vec::new();
     let mut i = start;
     while i < end {
         let Ok(key) = scan_tag_key(buf, i) else {
@@ -420,22 +464,9 @@ fn has_duplicate_keys(buf: &[u8], start: usize, end: usize) -> bool {
             debug_assert!(false, "tag set was validated");
             return false;
         };
-        if count < SMALL_TAG_SET {
-            small[count] = (key.start, key.end);
-        } else {
-            if large.is_empty() {
-                large.extend_from_slice(&small);
-            }
-            large.push((key.start, key.end));
-        }
-        count += 1;
+        keys.push((key.start, key.end));
         i = next + 1;
     }
-    let keys = if count <= SMALL_TAG_SET {
-        &mut small[..count]
-    } else {
-        &mut large[..]
-    };
     keys.sort_unstable_by(|a, b| buf[a.0..a.1].cmp(&buf[b.0..b.1]));
     keys.windows(2)
         .any(|w| buf[w[0].0..w[0].1] == buf[w[1].0..w[1].1])
@@ -461,7 +492,7 @@ fn scan_fields(buf: &[u8], i: usize, key_len: usize) -> Result<Fields, LineError
     let mut commas = 0usize;
     let mut key_start = start;
     let mut long_key = None;
-    while i < buf.len() {
+    loop {
         if quoted {
             // Inside a string only a backslash or the closing quote matter, and the
             // counts cannot change, so jump straight to the next one.
@@ -482,52 +513,64 @@ fn scan_fields(buf: &[u8], i: usize, key_len: usize) -> Result<Fields, LineError
                 }
             }
         }
-        let b = buf[i];
-        if b == b'\\' && i + 1 < buf.len() {
-            i += 2;
-            continue;
-        }
-        // Quotes only open a string in a value: more `=` than `,` seen so far.
-        if b == b'"' && equals > commas {
-            quoted = true;
-            i += 1;
-            continue;
-        }
-        if b == b'=' {
-            equals += 1;
-            if long_key.is_none()
-                && key_len + FIELD_KEY_SEPARATOR_LEN + (i - key_start) > MAX_KEY_LENGTH
-            {
-                long_key = Some(i - key_start);
-            }
-            let before = buf.get(i.wrapping_sub(1)).copied();
-            let escaped = i >= 2 && buf[i - 2] == b'\\';
-            if matches!(before, Some(b' ' | b',')) && !escaped {
-                return Err(LineError::MissingFieldKey);
-            }
-            match buf.get(i + 1) {
-                None | Some(b',' | b' ') => return Err(LineError::MissingFieldValue),
-                Some(&next)
-                    if next.is_ascii_digit() || matches!(next, b'.' | b'-' | b'N' | b'n') =>
-                {
-                    i = scan_number(buf, i + 1)?;
-                    continue;
-                }
-                Some(b'"') => {}
-                Some(_) => {
-                    i = scan_boolean(buf, i + 1)?;
-                    continue;
-                }
-            }
-        }
-        if b == b',' {
-            commas += 1;
-            key_start = i + 1;
-        }
-        if b == b' ' {
+        // Other bytes (field keys, the tail of a string after its closing quote)
+        // only move the scanner on.
+        i = find_any(buf, i, FIELD_SPECIALS);
+        let Some(&b) = buf.get(i) else {
             break;
+        };
+        match b {
+            b'=' => {
+                equals += 1;
+                if long_key.is_none()
+                    && key_len + FIELD_KEY_SEPARATOR_LEN + (i - key_start) > MAX_KEY_LENGTH
+                {
+                    long_key = Some(i - key_start);
+                }
+                let before = buf.get(i.wrapping_sub(1)).copied();
+                let escaped = i >= 2 && buf[i - 2] == b'\\';
+                if matches!(before, Some(b' ' | b',')) && !escaped {
+                    return Err(LineError::MissingFieldKey);
+                }
+                let end = match buf.get(i + 1) {
+                    None | Some(b',' | b' ') => return Err(LineError::MissingFieldValue),
+                    Some(&next)
+                        if next.is_ascii_digit() || matches!(next, b'.' | b'-' | b'N' | b'n') =>
+                    {
+                        scan_number(buf, i + 1)?
+                    }
+                    Some(b'"') => {
+                        // The quote opens the string on the next turn.
+                        i += 1;
+                        continue;
+                    }
+                    Some(_) => scan_boolean(buf, i + 1)?,
+                };
+                // A number or a boolean ends at a `,` or a space (or the end); taking
+                // the comma here saves a turn for the usual stop after a value.
+                i = end;
+                if buf.get(i) != Some(&b',') {
+                    break;
+                }
+                commas += 1;
+                key_start = i + 1;
+                i += 1;
+            }
+            b',' => {
+                commas += 1;
+                key_start = i + 1;
+                i += 1;
+            }
+            b' ' => break,
+            b'\\' if i + 1 < buf.len() => i += 2,
+            // Quotes only open a string in a value: more `=` than `,` seen so far.
+            b'"' if equals > commas => {
+                quoted = true;
+                i += 1;
+            }
+            // A backslash ending the line, or a quote outside a value.
+            _ => i += 1,
         }
-        i += 1;
     }
     if quoted {
         return Err(LineError::UnbalancedQuotes);
@@ -550,6 +593,66 @@ fn is_numeric(b: u8) -> bool {
 /// `scanNumber`: validates the number starting at `start`; returns the position of
 /// the `,`, space or end after it.
 fn scan_number(buf: &[u8], start: usize) -> Result<usize, LineError> {
+    match plain_number_end(buf, start) {
+        Some(end) => Ok(end),
+        None => scan_number_in_full(buf, start),
+    }
+}
+
+/// The fast path of [`scan_number`]: the end of the number at `start` if it is in one
+/// of the common forms that need no range check, all of which
+/// [`scan_number_in_full`] accepts with the same end; `None` says nothing about
+/// validity. The forms, each followed by a `,`, a space or the end:
+///
+/// - a decimal `-?[0-9.]+` with at least one digit, at most one `.`, and fewer than
+///   [`FLOAT_CHECK_DIGITS`] characters;
+/// - an integer `-?[0-9]+i` with fewer than [`INT_CHECK_DIGITS`] characters before
+///   the `i`;
+/// - an unsigned `[0-9]+u` with fewer than [`UINT_CHECK_DIGITS`] digits.
+fn plain_number_end(buf: &[u8], start: usize) -> Option<usize> {
+    let negative = buf.get(start) == Some(&b'-');
+    let digits_start = start + usize::from(negative);
+    // Find the end of the digits and dots a word at a time, counting the dots (up to
+    // two, all that matters). Bytes past the end of the line read as zeros, which
+    // end the run like any other byte.
+    let mut i = digits_start;
+    let mut dots = 0;
+    loop {
+        let word = swar::load_padded(buf, i)?;
+        let dot = swar::eq_flags(word, b'.');
+        let other = !(swar::digit_flags(word) | dot) & swar::HIGH_BITS;
+        let run_dots = dot & swar::flags_below_first(other);
+        dots += usize::from(run_dots != 0) + usize::from(run_dots & run_dots.wrapping_sub(1) != 0);
+        if other != 0 {
+            i += swar::first_flag(other);
+            break;
+        }
+        i += 8;
+        if i - start >= FLOAT_CHECK_DIGITS {
+            return None;
+        }
+    }
+    if dots > 1 || i - digits_start == dots {
+        // Two dots, or no digit.
+        return None;
+    }
+    let (end, fits) = match buf.get(i) {
+        None | Some(b',' | b' ') => (i, i - start < FLOAT_CHECK_DIGITS),
+        Some(b'i') => (i + 1, dots == 0 && i - start < INT_CHECK_DIGITS),
+        Some(b'u') => (
+            i + 1,
+            dots == 0 && !negative && i - start < UINT_CHECK_DIGITS,
+        ),
+        Some(_) => return None,
+    };
+    match buf.get(end) {
+        None | Some(b',' | b' ') if fits => Some(end),
+        _ => None,
+    }
+}
+
+/// `scanNumber` for any input: the careful path behind [`scan_number`]'s fast path.
+fn scan_number_in_full(buf: &[u8], start: usize) -> Result<usize, LineError> {
     let mut i = start;
     let mut is_int = false;
     let mut is_unsigned = false;
@@ -640,7 +743,7 @@ fn parse_ascii<T: std::str::FromStr>(text: &[u8]) -> Option<T> {
 /// `scanBoolean`: validates the boolean starting at `start`; returns the position of
 /// the `,`, space or end after it.
 fn scan_boolean(buf: &[u8], start: usize) -> Result<usize, LineError> {
-    let end = memchr2(b',', b' ', &buf[start..]).map_or(buf.len(), |off| start + off);
+    let end = find_any(buf, start, COMMA_SPACE);
     match &buf[start..end] {
         b"t" | b"T" | b"true" | b"True" | b"TRUE" | b"f" | b"F" | b"false" | b"False"
         | b"FALSE" => Ok(end),
@@ -648,18 +751,41 @@ fn scan_boolean(buf: &[u8], start: usize) -> Result<usize, LineError> {
     }
 }
 
+/// Timestamps with at most this many digits fit in a `u64` whatever the digits
+/// (`10^19 - 1 < 2^64`), so they are accumulated without overflow checks; longer ones
+/// (leading zeros, or out of range) go through `str::parse`.
+const TIMESTAMP_FAST_DIGITS: usize = 19;
+
 /// `scanTime` plus the timestamp checks of `parsePoint`: returns whether there is a
 /// timestamp.
 fn scan_time(buf: &[u8], i: usize) -> Result<bool, LineError> {
     let start = skip_blanks(buf, i);
-    let mut i = start;
+    let negative = buf.get(start) == Some(&b'-');
+    let digits_start = start + usize::from(negative);
+    let mut i = digits_start;
+    // The value of the digits so far: exact while there are at most
+    // TIMESTAMP_FAST_DIGITS of them, meaningless (but not used) past that.
+    let mut magnitude = 0u64;
+    // Eight digits at a time while they last, then byte by byte to the end, which
+    // also reports the first bad byte.
+    while let Some(word) = swar::load(buf, i) {
+        if swar::digit_flags(word) != swar::HIGH_BITS {
+            break;
+        }
+        magnitude = magnitude
+            .wrapping_mul(100_000_000)
+            .wrapping_add(swar::parse_eight_digits(word));
+        i += 8;
+    }
     while let Some(&b) = buf.get(i) {
         if b == b'\n' || b == b' ' {
             break;
         }
-        if !(b.is_ascii_digit() || (i == start && b == b'-')) {
+        let digit = b.wrapping_sub(b'0');
+        if digit > 9 {
             return Err(LineError::BadTimestamp);
         }
+        magnitude = magnitude.wrapping_mul(10).wrapping_add(u64::from(digit));
         i += 1;
     }
     let ts = &buf[start..i];
@@ -669,7 +795,16 @@ fn scan_time(buf: &[u8], i: usize) -> Result<bool, LineError> {
     if ts == b"-" {
         return Err(LineError::TimestampSyntax);
     }
-    let Some(ns) = parse_ascii::<i64>(ts) else {
+    let parsed = if i - digits_start <= TIMESTAMP_FAST_DIGITS {
+        if negative {
+            0i64.checked_sub_unsigned(magnitude)
+        } else {
+            i64::try_from(magnitude).ok()
+        }
+    } else {
+        parse_ascii::<i64>(ts)
+    };
+    let Some(ns) = parsed else {
         return Err(LineError::TimestampOutOfRange(Excerpt::new(ts)));
     };
     if !(MIN_NANO_TIME..=MAX_NANO_TIME).contains(&ns) {
@@ -942,6 +1077,74 @@ mod tests {
         err("m f=1 1 2", "point is invalid");
         err("m f=1 1 \t", "point is invalid");
         err("m f=1 1\nx", "point is invalid");
+    }
+
+    #[test]
+    fn unsorted_tag_sets_with_similar_keys() {
+        // Same length and end bytes (so the same fingerprint), yet different keys.
+        ok("m,b=1,axb=2,ayb=3 f=1", "m", false);
+        err("m,b=1,axb=2,ayb=3,axb=4 f=1", "duplicate tags");
+        err("m,b=1,axb=2,ayb=3,b=4 f=1", "duplicate tags");
+    }
+
+    #[test]
+    fn fast_paths_agree_with_oracle() {
+        // Numbers and timestamps around the limits of the word-at-a-time fast paths
+        // (8-byte words, the *_CHECK_DIGITS lengths), at every distance from the end of
+        // the line, checked against the reference parser.
+        let mut numbers = Vec::new();
+        for len in [
+            1, 6, 7, 8, 9, 15, 16, 17, 18, 19, 20, 21, 23, 24, 25, 26, 30,
+        ] {
+            let digits = "9".repeat(len);
+            let zeros = format!("1{}", "0".repeat(len - 1));
+            for body in [&digits, &zeros] {
+                for text in [
+                    body.clone(),
+                    format!("-{body}"),
+                    format!("{body}i"),
+                    format!("-{body}i"),
+                    format!("{body}u"),
+                    format!("-{body}u"),
+                    format!("{}.{}", &body[..len / 2], &body[len / 2..]),
+                    format!("-.{body}"),
+                    format!("{body}."),
+                    format!("{body}.5.5"),
+                    format!("{body}e5"),
+                    format!("{body}x"),
+                    format!("{body}i5"),
+                    format!("{body}.i"),
+                ] {
+                    numbers.push(text);
+                }
+            }
+        }
+        numbers.extend(["-", ".", "-.", "..", "-i", "i", "u", "n", "N", "-1-"].map(String::from));
+        for n in &numbers {
+            for tail in ["", ",g=1", " 5", " ", "  1", ",", "\\ ", "=", "\""] {
+                for line in [
+                    format!("m f={n}{tail}"),
+                    format!("measurement,t=v f={n}{tail}"),
+                ] {
+                    assert_eq!(
+                        parse_line(line.as_bytes()),
+                        super::super::naive::parse(line.as_bytes()),
+                        "{line:?}"
+                    );
+                }
+            }
+            for ts in [
+                format!("m f=1 {n}"),
+                format!("m f=1 {n} "),
+                format!("m f=1 {n}\n"),
+            ] {
+                assert_eq!(
+                    parse_line(ts.as_bytes()),
+                    super::super::naive::parse(ts.as_bytes()),
+                    "{ts:?}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub mod gzip;
 pub mod line;
 pub mod precision;
 pub mod scan;
+mod swar;
 
 #[cfg(test)]
 mod naive;

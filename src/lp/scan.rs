@@ -9,8 +9,9 @@
 //!   A quote counts only after the first space of the line and when more `=` than `,`
 //!   have been seen since then (that is, in a field value), and a backslash skips the
 //!   next byte everywhere, so `\` right before a newline joins the next line.
-//! - Each candidate line is found with `memchr`; the quote-tracking state machine
-//!   only runs when that line holds a `"` or ends in a backslash.
+//! - Each candidate line is found with `memchr2` (for a newline or a quote, in one
+//!   pass); the quote-tracking state machine only runs when that line holds a `"` or
+//!   ends in a backslash.
 //!
 //! An unterminated quote behaves as in InfluxDB: the point runs on to the next quote
 //! that closes it, or to the end of the body, and is yielded as one (invalid) point
@@ -90,13 +91,20 @@ impl<'a> Iterator for Lines<'a> {
 /// Where the point starting at `rest[0]` ends (the index of its terminating `\n`, or
 /// `rest.len()`), and how many newlines it spans before that.
 fn point_end(rest: &[u8]) -> (usize, usize) {
-    let Some(newline) = memchr(b'\n', rest) else {
-        // Without a newline the point runs to the end whatever the quotes say.
-        return (rest.len(), 0);
-    };
-    let candidate = &rest[..newline];
-    if memchr(b'"', candidate).is_none() && candidate.last() != Some(&b'\\') {
-        return (newline, 0);
+    // One pass finds the newline and tells whether a quote comes before it.
+    match memchr2(b'\n', b'"', rest) {
+        Some(newline) if rest[newline] == b'\n' => {
+            if newline == 0 || rest[newline - 1] != b'\\' {
+                return (newline, 0);
+            }
+        }
+        Some(quote) => {
+            if memchr(b'\n', &rest[quote..]).is_none() {
+                // Without a newline the point runs to the end whatever the quotes say.
+                return (rest.len(), 0);
+            }
+        }
+        None => return (rest.len(), 0),
     }
     let end = quoted_point_end(rest);
     let spanned = memchr::memchr_iter(b'\n', &rest[..end]).count();

@@ -315,9 +315,9 @@ fn now_ms() -> u64 {
 
 impl Spool {
     /// Opens the spool file at `path`, or creates it (`capacity` bytes,
-    /// preallocated) if it does not exist or is empty, and recovers what it
-    /// holds from the header's read position (see "Recovery" in the
-    /// [module doc](self)).
+    /// preallocated; the directory must exist) if it does not exist or is
+    /// empty, and recovers what it holds from the header's read position (see
+    /// "Recovery" in the [module doc](self)).
     ///
     /// An existing file of another size keeps its data: a non-empty one keeps
     /// the capacity it was written with until it is empty at an open (noted in

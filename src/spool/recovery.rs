@@ -96,7 +96,8 @@ pub(crate) fn walk(
     synced_write: u64,
     session: u32,
 ) -> Walk {
-    let limit = read + data_capacity;
+    // Saturating: positions come from a checked slot, but cost nothing to bound.
+    let limit = read.saturating_add(data_capacity);
     let mut found = Walk {
         read,
         ..Walk::default()

@@ -183,9 +183,8 @@ impl Ring {
         sync_parent(path)
     }
 
-    /// Opens an existing file: locks it and maps all of it.
-    ///
-    /// Returns the file's length with it; the caller checks the header.
+    /// Opens an existing file: locks it and maps all of it; the caller checks
+    /// what it holds.
     pub fn map(path: &Path) -> io::Result<(File, MmapMut)> {
         let file = OpenOptions::new().read(true).write(true).open(path)?;
         lock(&file, path)?;

@@ -124,10 +124,19 @@ impl BackendClient {
     /// # Errors
     /// As [`BackendClient::post_write`].
     pub fn ping(&mut self) -> Result<Response, ClientError> {
+        self.get("/ping")
+    }
+
+    /// GETs `path_and_query` (below the URL's path prefix).
+    ///
+    /// # Errors
+    /// As [`BackendClient::post_write`].
+    pub fn get(&mut self, path_and_query: &str) -> Result<Response, ClientError> {
         self.head.clear();
         self.head.push_str("GET ");
         self.head.push_str(&self.url.path_prefix);
-        self.head.push_str("/ping HTTP/1.1\r\n");
+        self.head.push_str(path_and_query);
+        self.head.push_str(" HTTP/1.1\r\n");
         self.request(b"")
     }
 
