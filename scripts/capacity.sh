@@ -110,11 +110,13 @@ header() {
 
 echo "machine: $(nproc) cores, $(awk '/model name/ { $1=$2=$3=""; print; exit }' /proc/cpuinfo | xargs), kernel $(uname -r)"
 echo "load: loadgen write, 5000-line cpu bodies (~386 B/line), every point replicated to 2 sinks, ${seconds} s per case"
+echo "ack mode: durable (the default) unless a row says otherwise"
 
 echo
 echo "### Throughput"
 header
 measure "plain, 4 connections, workers = 2" "workers = 2" "" "" --connections 4
+measure "plain, 4 connections, workers = 2, ack = accepted" "workers = 2" 'ack = "accepted"' "" --connections 4
 plain_rps=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["requests_per_s"])' "$last_json")
 measure "gzip, 4 connections, workers = 2" "workers = 2" "" "" --connections 4 --gzip
 measure "plain, 4 connections, workers = 1" "workers = 1" "" "" --connections 4
@@ -129,12 +131,13 @@ for bytes in 256KiB 1MiB 4MiB; do
 done
 
 echo
-echo "### Latency at half the sustained rate (plain, workers = 2, open loop)"
+echo "### Latency at half the sustained rate (plain, workers = 2, open loop, ack = accepted and durable)"
 half=$(python3 -c "print(max(1, round($plain_rps / 2)))")
 direct=$(load "http://127.0.0.1:$sink_a" "${seconds}s" --connections 4 --rate "$half")
 header
 row "sink directly at $half req/s" "$direct" 0 0 "-"
-measure "through fluxgate at $half req/s" "workers = 2" "" "" --connections 4 --rate "$half"
+measure "through fluxgate at $half req/s, accepted" "workers = 2" 'ack = "accepted"' "" --connections 4 --rate "$half"
+measure "through fluxgate at $half req/s, durable" "workers = 2" "" "" --connections 4 --rate "$half"
 
 echo
 echo "### Resident memory through a 60 s full-speed run (plain, workers = 2)"
