@@ -186,7 +186,13 @@ async fn pass_through(worker: &Worker, params: &QueryParams, set: SetId) -> Resp
             authorization: params.authorization.clone(),
             accept: params.csv.then(|| "application/csv".to_owned()),
         };
-        match backend::open(&request, shared.config.query.timeout).await {
+        match backend::open(
+            &request,
+            &worker.query_connections,
+            shared.config.query.timeout,
+        )
+        .await
+        {
             Ok(answer) => {
                 return Response {
                     status: answer.status,
@@ -246,7 +252,7 @@ async fn run_statement(
         }
         Target::Every => {
             let asks = (0..shared.config.backends.len())
-                .map(|b| ask_backend(shared, params, b, &request_target));
+                .map(|b| ask_backend(worker, params, b, &request_target));
             let answers = join_all(asks.collect())
                 .await
                 .into_iter()
@@ -275,7 +281,7 @@ async fn ask_set(
     let backends = shared.router.backends(set);
     let mut last_error = no_healthy_message(shared, backends);
     for backend in healthy_replicas(worker, backends) {
-        match ask_backend(shared, params, backend, target).await {
+        match ask_backend(worker, params, backend, target).await {
             Ok(result) if !is_connection_error(&result) => return Ok(result),
             Ok(result) => {
                 last_error = result["error"].as_str().unwrap_or_default().to_owned();
@@ -295,11 +301,12 @@ fn is_connection_error(result: &Value) -> bool {
 
 /// Sends one statement to one backend and returns its (first) result object.
 async fn ask_backend(
-    shared: &Shared,
+    worker: &Worker,
     params: &QueryParams,
     backend: BackendId,
     target: &str,
 ) -> Result<Value, Response> {
+    let shared = &worker.shared;
     let name = &shared.config.backends[backend].name;
     let request = QueryRequest {
         authority: authority(shared, backend),
@@ -309,6 +316,7 @@ async fn ask_backend(
     };
     let answer = match backend::fetch(
         &request,
+        &worker.query_connections,
         shared.config.query.timeout,
         shared.config.query.max_response_bytes.as_usize(),
     )

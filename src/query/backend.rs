@@ -1,10 +1,15 @@
 //! Asking a backend's `/query` from a worker: an async HTTP/1.1 client on the
-//! worker's monoio runtime, one connection per request.
+//! worker's monoio runtime, with a per-worker pool of kept-alive connections
+//! ([`ConnectionPool`]; nothing shared between workers).
 //!
 //! [`open`] returns the answer's head and leaves the body on the connection,
 //! so a single-backend answer can be streamed to the client as it arrives;
-//! [`fetch`] reads the whole body, for answers that are merged.
+//! whoever reads the body to its end hands the connection back with
+//! [`ConnectionPool::put`]. [`fetch`] reads the whole body, for answers that
+//! are merged, and hands the connection back itself.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::fmt;
 use std::time::Duration;
 
@@ -17,6 +22,30 @@ use crate::chunked::ChunkedDecoder;
 /// Largest response head accepted from a backend.
 const MAX_HEAD_BYTES: usize = 64 << 10;
 const READ_CHUNK_BYTES: usize = 64 << 10;
+
+/// Idle connections kept per backend and worker; more are closed.
+const MAX_IDLE_PER_BACKEND: usize = 8;
+
+/// One worker's idle keep-alive connections to backends, by `host:port`.
+#[derive(Debug, Default)]
+pub struct ConnectionPool {
+    idle: RefCell<HashMap<String, Vec<TcpStream>>>,
+}
+
+impl ConnectionPool {
+    fn take(&self, authority: &str) -> Option<TcpStream> {
+        self.idle.borrow_mut().get_mut(authority)?.pop()
+    }
+
+    /// Keeps a connection whose last answer was read to its end.
+    pub fn put(&self, authority: &str, stream: TcpStream) {
+        let mut idle = self.idle.borrow_mut();
+        let streams = idle.entry(authority.to_owned()).or_default();
+        if streams.len() < MAX_IDLE_PER_BACKEND {
+            streams.push(stream);
+        }
+    }
+}
 
 /// A `/query` request to send to one backend.
 #[derive(Debug, Clone)]
@@ -68,6 +97,10 @@ pub enum Framing {
 /// An answer whose body is still (partly) on the connection.
 #[derive(Debug)]
 pub struct OpenAnswer {
+    /// The backend's `host:port`, to hand the connection back to the pool.
+    pub authority: String,
+    /// The backend lets the connection be reused once the body is read.
+    pub reusable: bool,
     pub status: u16,
     pub content_type: Option<String>,
     pub framing: Framing,
@@ -88,20 +121,38 @@ pub struct Answer {
 ///
 /// # Errors
 /// Connection, timeout and protocol errors; any HTTP status is an answer.
-pub async fn open(request: &QueryRequest, timeout: Duration) -> Result<OpenAnswer, FetchError> {
-    match monoio::time::timeout(timeout, open_inner(request)).await {
+pub async fn open(
+    request: &QueryRequest,
+    pool: &ConnectionPool,
+    timeout: Duration,
+) -> Result<OpenAnswer, FetchError> {
+    match monoio::time::timeout(timeout, open_inner(request, pool)).await {
         Ok(result) => result,
         Err(_) => Err(FetchError::Timeout),
     }
 }
 
-async fn open_inner(request: &QueryRequest) -> Result<OpenAnswer, FetchError> {
-    let mut stream = TcpStream::connect(request.authority.as_str())
+async fn open_inner(
+    request: &QueryRequest,
+    pool: &ConnectionPool,
+) -> Result<OpenAnswer, FetchError> {
+    // A pooled connection the backend closed meanwhile fails before an
+    // answer head; that failure is retried once on a fresh connection.
+    if let Some(stream) = pool.take(&request.authority) {
+        if let Ok(answer) = exchange(request, stream).await {
+            return Ok(answer);
+        }
+    }
+    let stream = TcpStream::connect(request.authority.as_str())
         .await
         .map_err(FetchError::Connect)?;
     let _ = stream.set_nodelay(true);
+    exchange(request, stream).await
+}
+
+async fn exchange(request: &QueryRequest, mut stream: TcpStream) -> Result<OpenAnswer, FetchError> {
     let mut head = format!(
-        "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: fluxgate/{}\r\nConnection: close\r\n",
+        "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: fluxgate/{}\r\n",
         request.target,
         request.authority,
         env!("CARGO_PKG_VERSION")
@@ -132,6 +183,7 @@ async fn open_inner(request: &QueryRequest) -> Result<OpenAnswer, FetchError> {
                 let status = response.code.ok_or(FetchError::BadResponse("no status"))?;
                 let mut content_type = None;
                 let mut framing = Framing::Close;
+                let mut reusable = response.version == Some(1);
                 for header in response.headers.iter() {
                     if header.name.eq_ignore_ascii_case("content-type") {
                         content_type = Some(String::from_utf8_lossy(header.value).into_owned());
@@ -145,6 +197,8 @@ async fn open_inner(request: &QueryRequest) -> Result<OpenAnswer, FetchError> {
                         && header.value.eq_ignore_ascii_case(b"chunked")
                     {
                         framing = Framing::Chunked;
+                    } else if header.name.eq_ignore_ascii_case("connection") {
+                        reusable = !header.value.eq_ignore_ascii_case(b"close");
                     }
                 }
                 if status == 204 || status == 304 {
@@ -152,6 +206,8 @@ async fn open_inner(request: &QueryRequest) -> Result<OpenAnswer, FetchError> {
                 }
                 buf.drain(..head_len);
                 return Ok(OpenAnswer {
+                    authority: request.authority.clone(),
+                    reusable: reusable && framing != Framing::Close,
                     status,
                     content_type,
                     framing,
@@ -174,16 +230,20 @@ async fn open_inner(request: &QueryRequest) -> Result<OpenAnswer, FetchError> {
 /// As [`open`], and `TooLarge`.
 pub async fn fetch(
     request: &QueryRequest,
+    pool: &ConnectionPool,
     timeout: Duration,
     max_body: usize,
 ) -> Result<Answer, FetchError> {
     let read = async {
-        let mut answer = open_inner(request).await?;
+        let mut answer = open_inner(request, pool).await?;
         let mut body = Vec::new();
         let mut sink = BodyReader::new(answer.framing);
         let mut pending = std::mem::take(&mut answer.buffered);
         loop {
             if sink.feed(&pending, &mut body, max_body)? {
+                if answer.reusable {
+                    pool.put(&answer.authority, answer.stream);
+                }
                 break;
             }
             pending.clear();

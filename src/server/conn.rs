@@ -19,7 +19,7 @@ use super::worker::Worker;
 use crate::api;
 use crate::chunked::ChunkedDecoder;
 use crate::error::ApiError;
-use crate::query::backend::{BodyReader, Framing as AnswerFraming, OpenAnswer};
+use crate::query::backend::{BodyReader, ConnectionPool, Framing as AnswerFraming, OpenAnswer};
 use crate::stats::Endpoint;
 
 /// Initial read buffer: a request head and a small body fit in one read.
@@ -107,7 +107,7 @@ pub async fn serve(stream: TcpStream, worker: &Worker) {
         let status = response.status;
         let mut written = conn.write_out().await;
         if let (Body::Proxied(answer), Ok(()), false) = (response.body, &written, head_only) {
-            written = conn.stream_answer(*answer).await;
+            written = conn.stream_answer(*answer, &worker.query_connections).await;
         }
         let endpoint = Endpoint::from_path(head.path(&conn.buf));
         worker
@@ -234,8 +234,10 @@ impl Conn {
     /// Copies a backend's answer body to the client as it arrives, as the
     /// backend framed it (chunk encoding is passed through; the decoder only
     /// finds where the body ends).
-    async fn stream_answer(&mut self, answer: OpenAnswer) -> io::Result<()> {
+    async fn stream_answer(&mut self, answer: OpenAnswer, pool: &ConnectionPool) -> io::Result<()> {
         let OpenAnswer {
+            authority,
+            reusable,
             framing,
             buffered,
             mut stream,
@@ -265,6 +267,9 @@ impl Conn {
                 pending = returned;
             }
             if done {
+                if reusable {
+                    pool.put(&authority, stream);
+                }
                 return Ok(());
             }
             pending.clear();

@@ -67,6 +67,8 @@ pub struct Worker {
     pub state: RefCell<WorkerState>,
     /// Fired once when the process starts shutting down.
     pub stopping: LocalSignal,
+    /// Kept-alive connections to backends for `/query`.
+    pub query_connections: crate::query::backend::ConnectionPool,
     connections: Cell<usize>,
 }
 
@@ -88,6 +90,7 @@ impl Worker {
             shared,
             state: RefCell::new(state),
             stopping: LocalSignal::default(),
+            query_connections: crate::query::backend::ConnectionPool::default(),
             connections: Cell::new(0),
         }
     }
