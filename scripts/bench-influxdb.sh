@@ -19,16 +19,8 @@ seconds=${1:-15}
 ensure_influxdb
 cargo build --release --locked --bin fluxgate -p loadgen -p fluxgate 2>&1 | tail -1
 
-work=$(mktemp -d /tmp/fluxgate-bench.XXXXXX)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+start_work_dir fluxgate-bench
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 a=$(free_port); b=$(free_port); proxy=$(free_port)
 start_influxd a "$a" "$(free_port)"
 start_influxd b "$b" "$(free_port)"
@@ -66,8 +58,6 @@ for port in "$a" "$b"; do
   curl -s -o /dev/null -XPOST "http://127.0.0.1:$port/query" --data-urlencode 'q=CREATE DATABASE bench'
 done
 
-# utime + stime of a process, in seconds.
-cpu_seconds() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat"; }
 
 run() { # label url gzip-flag [pid whose CPU time to report]
   local json cpu_before="" cpu_after=""

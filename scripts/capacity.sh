@@ -17,17 +17,8 @@ cargo build --release --locked -p fluxgate -p loadgen 2>&1 | tail -1
 loadgen=./target/release/loadgen
 fluxgate=./target/release/fluxgate
 
-work=$(mktemp -d /tmp/fluxgate-capacity.XXXXXX)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+start_work_dir fluxgate-capacity
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-cpu_seconds() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat"; }
 peak_rss_mib() { awk '/VmHWM/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status"; }
 
 sink_a=$(free_port); sink_b=$(free_port)

@@ -63,3 +63,23 @@ ensure_python_influxdb() {
     install_packages python3-influxdb
   python3 -c 'import influxdb'
 }
+
+# A temporary directory in $work, and a cleanup on exit that stops every
+# process whose pid was appended to $pids and removes the directory.
+start_work_dir() { # name
+  work=$(mktemp -d "/tmp/$1.XXXXXX")
+  pids=()
+  trap cleanup_work_dir EXIT
+}
+
+cleanup_work_dir() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+
+# A loopback port that was free a moment ago.
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# utime + stime of a process, in seconds.
+cpu_seconds() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat"; }

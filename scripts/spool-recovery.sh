@@ -11,15 +11,7 @@ cd "$(dirname "$0")/.."
 
 capacity=${1:-1GiB}
 cargo build --release --locked -p fluxgate -p loadgen 2>&1 | tail -1
-work=$(mktemp -d /tmp/fluxgate-spool-recovery.XXXXXX)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+start_work_dir fluxgate-spool-recovery
 
 up=$(free_port); down=$(free_port); proxy=$(free_port)
 cat >"$work/fluxgate.toml" <<CONF
