@@ -276,6 +276,17 @@ fn a_damaged_spool_file_is_reported_and_the_proxy_keeps_working() {
         .as_u64()
         .unwrap();
     assert!(skipped >= 100, "{status}");
+    let skipped_records = status["backends"][1]["spool"]["skipped_records_at_open"]
+        .as_u64()
+        .unwrap();
+    assert!(skipped_records >= 1, "{status}");
+    let metrics = http::get(&proxy.url("/metrics")).body;
+    assert!(
+        metrics.contains(&format!(
+            "fluxgate_backend_spool_skipped_records{{backend=\"b\"}} {skipped_records}\n"
+        )),
+        "{metrics}"
+    );
 
     // Still working: new writes are acknowledged and the undamaged records replay.
     b.restart();

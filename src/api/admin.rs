@@ -155,7 +155,7 @@ pub fn metrics(worker: &Worker) -> Response {
 fn spool_metrics(m: &mut Exposition, backends: &[crate::stats::BackendStats]) {
     type Read = fn(&crate::stats::BackendStats) -> u64;
     let now_ms = unix_millis();
-    let families: [(&str, Kind, &str, Read); 6] = [
+    let families: [(&str, Kind, &str, Read); 7] = [
         (
             "fluxgate_backend_spool_bytes",
             Kind::Gauge,
@@ -173,6 +173,12 @@ fn spool_metrics(m: &mut Exposition, backends: &[crate::stats::BackendStats]) {
             Kind::Gauge,
             "Bytes skipped as torn or corrupt when the spool was opened.",
             |b| b.spool_skipped_bytes.load(Ordering::Relaxed),
+        ),
+        (
+            "fluxgate_backend_spool_skipped_records",
+            Kind::Gauge,
+            "Records (or damaged regions) skipped when the spool was opened.",
+            |b| b.spool_skipped_records.load(Ordering::Relaxed),
         ),
         (
             "fluxgate_backend_points_spooled_total",
@@ -237,6 +243,7 @@ pub fn backend_status(shared: &Shared, id: usize) -> serde_json::Value {
             "records": load(&b.spool_records),
             "oldest_age_seconds": spool_age_seconds(b, unix_millis()),
             "skipped_bytes_at_open": load(&b.spool_skipped_bytes),
+            "skipped_records_at_open": load(&b.spool_skipped_records),
             "full_total": load(&b.spool_full),
         })
     });

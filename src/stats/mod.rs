@@ -152,6 +152,8 @@ pub struct BackendStats {
     pub spool_oldest_ms: AtomicU64,
     /// Bytes recovery had to skip as torn or corrupt when the spool was opened.
     pub spool_skipped_bytes: AtomicU64,
+    /// Records (or damaged regions) skipped when the spool was opened.
+    pub spool_skipped_records: AtomicU64,
     /// Times a writer found the spool full (and started pushing back).
     pub spool_full: AtomicU64,
     /// The last failure or refusal and when (unix seconds), for `/status`.
@@ -210,6 +212,7 @@ impl BackendStats {
             spool_records: AtomicU64::new(0),
             spool_oldest_ms: AtomicU64::new(0),
             spool_skipped_bytes: AtomicU64::new(0),
+            spool_skipped_records: AtomicU64::new(0),
             spool_full: AtomicU64::new(0),
             last_error: Mutex::new(None),
         }

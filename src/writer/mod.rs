@@ -310,6 +310,9 @@ fn open_spool(
     stats
         .spool_skipped_bytes
         .store(report.skipped_bytes, Ordering::Relaxed);
+    stats
+        .spool_skipped_records
+        .store(report.skipped_records_or_regions, Ordering::Relaxed);
     if report.skipped_bytes > 0 || !report.problems.is_empty() {
         tracing::error!(
             %backend,
