@@ -76,9 +76,12 @@ for port in 18086 18087; do
   influx -host 127.0.0.1 -port "$port" -database demo -precision rfc3339 \
     -execute 'SELECT * FROM cpu; SELECT * FROM mem; SELECT * FROM disk'
 done
-echo "== fluxgate /health"
-curl -s http://127.0.0.1:7076/health
+echo "== reading through fluxgate with the influx CLI (SHOW MEASUREMENTS is merged from both backends)"
+influx -host 127.0.0.1 -port 7076 -database demo -precision rfc3339 \
+  -execute 'SELECT * FROM cpu; SHOW MEASUREMENTS'
 echo
+echo "== fluxgate status"
+./target/release/fluxgate status --url http://127.0.0.1:7076
 
 if $keep; then
   echo "fluxgate is on 127.0.0.1:7076 (logs: $work/fluxgate.log). Ctrl-C stops everything."
