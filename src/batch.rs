@@ -164,6 +164,8 @@ pub struct Batcher {
     /// Valid between `begin_request` and the next call that removes batches.
     request_slots: Vec<Option<usize>>,
     max_batch_bytes: usize,
+    /// The size hint of the current request (`expect_bytes`).
+    request_bytes: usize,
     /// Batches frozen and waiting for `take_ready`.
     ready: Vec<(SetId, Arc<Batch>)>,
 }
@@ -174,6 +176,7 @@ impl Batcher {
             open: (0..set_count).map(|_| Vec::new()).collect(),
             request_slots: vec![None; set_count],
             max_batch_bytes,
+            request_bytes: max_batch_bytes,
             ready: Vec::new(),
         }
     }
@@ -181,6 +184,21 @@ impl Batcher {
     /// Forgets the previous request's batch choices; call before its first `append`.
     pub fn begin_request(&mut self) {
         self.request_slots.fill(None);
+        self.request_bytes = self.max_batch_bytes;
+    }
+
+    /// The current request carries a body of `bytes`: its batches reserve
+    /// room for that much, doubled for the timestamps added to lines that have
+    /// none, and never more than `max_batch_bytes` (many small writes to many
+    /// databases must not each reserve a whole batch).
+    pub fn expect_bytes(&mut self, bytes: usize) {
+        self.request_bytes = bytes.saturating_mul(2).saturating_add(64);
+    }
+
+    /// The longest line a batch can take; longer lines are refused, so that
+    /// every batch fits `write.max_batch_bytes` (and a spool sized from it).
+    pub fn max_line_bytes(&self) -> usize {
+        self.max_batch_bytes
     }
 
     /// Copies one validated line into the set's batch for `target`, followed by
@@ -212,17 +230,28 @@ impl Batcher {
                     }
                 };
                 self.request_slots[set_index] = Some(slot);
+                // Once per request and batch: room for the whole request, so
+                // the lines that follow never grow the buffer one by one.
+                reserve_for(
+                    &mut batches[slot].body,
+                    self.request_bytes,
+                    self.max_batch_bytes,
+                );
                 slot
             }
         };
         let batch = &mut batches[slot];
         let needed = line.len() + timestamp_suffix.len() + 1;
         if batch.lines > 0 && batch.body.len() + needed > self.max_batch_bytes {
-            self.ready.push((set, freeze(batch, self.max_batch_bytes)));
+            self.ready.push((set, freeze(batch)));
+            reserve_for(
+                &mut batch.body,
+                self.request_bytes.max(needed),
+                self.max_batch_bytes,
+            );
         }
         if batch.lines == 0 {
             batch.opened = now;
-            batch.body.reserve(self.max_batch_bytes.max(needed));
         }
         batch.body.extend_from_slice(line);
         batch.body.extend_from_slice(timestamp_suffix);
@@ -243,8 +272,7 @@ impl Batcher {
             let Some(slot) = *slot else { continue };
             let batch = &mut self.open[set_index][slot];
             if batch.lines > 0 {
-                self.ready
-                    .push((SetId(set_index as u32), freeze(batch, self.max_batch_bytes)));
+                self.ready.push((SetId(set_index as u32), freeze(batch)));
             }
         }
     }
@@ -261,7 +289,7 @@ impl Batcher {
                     return false;
                 }
                 if due(batch) {
-                    self.ready.push((SetId(set_index as u32), freeze(batch, 0)));
+                    self.ready.push((SetId(set_index as u32), freeze(batch)));
                     return false;
                 }
                 true
@@ -281,10 +309,18 @@ impl Batcher {
     }
 }
 
+/// Grows `body` so that `more` bytes fit after its content, up to a total of `max`.
+fn reserve_for(body: &mut Vec<u8>, more: usize, max: usize) {
+    let want = body.len().saturating_add(more).min(max);
+    if body.capacity() < want {
+        body.reserve_exact(want - body.len());
+    }
+}
+
 /// Moves the open batch's lines into a frozen batch, leaving the open batch
-/// empty with `next_capacity` bytes reserved.
-fn freeze(batch: &mut OpenBatch, next_capacity: usize) -> Arc<Batch> {
-    let body = std::mem::replace(&mut batch.body, Vec::with_capacity(next_capacity));
+/// empty; its next line reserves space again (`append`).
+fn freeze(batch: &mut OpenBatch) -> Arc<Batch> {
+    let body = std::mem::take(&mut batch.body);
     let lines = std::mem::take(&mut batch.lines);
     Arc::new(Batch::new(batch.key.clone(), body, lines))
 }

@@ -60,6 +60,15 @@ impl Dispatcher {
         empty
     }
 
+    /// Empties the overflow queues (shutdown), as (backend, batch) pairs.
+    pub fn take_overflow(&mut self) -> Vec<(BackendId, Arc<Batch>)> {
+        let mut taken = Vec::new();
+        for (backend, queue) in self.overflow.iter_mut().enumerate() {
+            taken.extend(queue.drain(..).map(|batch| (backend, batch)));
+        }
+        taken
+    }
+
     pub fn has_overflow(&self) -> bool {
         self.overflow.iter().any(|queue| !queue.is_empty())
     }

@@ -112,8 +112,12 @@ fn allocations_per_request_do_not_grow_with_the_number_of_lines() {
         for_small, for_large,
         "allocations grew with the body: {for_small} for 100 lines, {for_large} for 20000"
     );
-    assert_eq!(
-        for_small, 0,
-        "a warm request should not allocate at all in ingest"
+    // What a warm request may allocate: one reservation per backend set it
+    // writes to, sized for its whole body (so that small writes to many
+    // databases do not each pin a whole max_batch_bytes), never per line.
+    assert!(
+        for_small <= router.set_count(),
+        "{for_small} allocations for one request over {} backend sets",
+        router.set_count()
     );
 }

@@ -279,6 +279,8 @@ pub fn ingest(
     let suffix = &suffix_buf[..suffix_len];
     let now = Instant::now();
     batcher.begin_request();
+    batcher.expect_bytes(body.len());
+    let max_line_bytes = batcher.max_line_bytes();
     // Consecutive lines nearly always share a measurement: route it once.
     let mut last_route: Option<(&[u8], Option<SetId>)> = None;
     for (line_number, line) in scan_lines(body) {
@@ -291,6 +293,16 @@ pub fn ingest(
                 continue;
             }
         };
+        if line.len() + suffix.len() + 1 > max_line_bytes {
+            report.reject(line_number, |out| {
+                let _ = write!(
+                    out,
+                    "unable to parse '{}': line longer than write.max_batch_bytes ({max_line_bytes} bytes)",
+                    Quoted(line)
+                );
+            });
+            continue;
+        }
         let raw_measurement = &line[..parsed.measurement_end];
         let set = match last_route {
             Some((previous, set)) if previous == raw_measurement => set,
@@ -467,6 +479,36 @@ mod tests {
         let (report, _) = run(&r, &long, Precision::Nanoseconds);
         let error = report.into_result().unwrap_err().to_string();
         assert!(error.len() < MAX_QUOTED_LINE_BYTES + 100, "{error}");
+    }
+
+    #[test]
+    fn a_line_longer_than_a_batch_is_refused() {
+        let r = router("_default_ = [\"a\"]");
+        let mut batcher = Batcher::new(r.set_count(), 64);
+        let target = Target {
+            db: "db",
+            rp: None,
+            precision: Precision::Nanoseconds,
+            authorization: None,
+        };
+        let long = format!("m v=\"{}\" 1", "x".repeat(100));
+        let body = format!("m v=1 1\n{long}\nm v=2 2\n");
+        let report = ingest(
+            &r,
+            &mut batcher,
+            &mut Vec::new(),
+            &target,
+            body.as_bytes(),
+            SystemTime::now(),
+        );
+        assert_eq!((report.accepted, report.dropped), (2, 1));
+        assert!(
+            report
+                .errors
+                .ends_with("line longer than write.max_batch_bytes (64 bytes) (line 2)"),
+            "{}",
+            report.errors
+        );
     }
 
     #[test]

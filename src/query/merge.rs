@@ -28,7 +28,9 @@ pub fn merge_results(statement_id: usize, results: Vec<Value>, is_show: bool) ->
         let Some(Value::Array(list)) = result.get_mut("series").map(Value::take) else {
             continue;
         };
-        for incoming in list {
+        // A series that is not an object is not InfluxDB's answer: dropped,
+        // never trusted to have the shape the merge indexes into.
+        for incoming in list.into_iter().filter(Value::is_object) {
             match series.iter_mut().find(|s| same_series(s, &incoming)) {
                 Some(existing) => combine(existing, incoming),
                 None => series.push(incoming),
@@ -72,10 +74,13 @@ fn combine(existing: &mut Value, incoming: Value) {
     let Some(Value::Array(more)) = incoming.get("values").cloned() else {
         return;
     };
+    let Some(existing) = existing.as_object_mut() else {
+        return;
+    };
     match existing.get_mut("values") {
         Some(Value::Array(rows)) => rows.extend(more),
         _ => {
-            existing["values"] = Value::Array(more);
+            existing.insert("values".into(), Value::Array(more));
         }
     }
 }
@@ -105,6 +110,8 @@ fn series_key(series: &Value) -> (String, Vec<(String, String)>) {
     (name, tags)
 }
 
+/// A total order over rows (sorting needs one): arrays element by element,
+/// anything else after the arrays, by its JSON text.
 fn compare_rows(a: &Value, b: &Value) -> Ordering {
     match (a.as_array(), b.as_array()) {
         (Some(a), Some(b)) => a
@@ -113,7 +120,9 @@ fn compare_rows(a: &Value, b: &Value) -> Ordering {
             .map(|(x, y)| compare_values(x, y))
             .find(|o| o.is_ne())
             .unwrap_or_else(|| a.len().cmp(&b.len())),
-        _ => Ordering::Equal,
+        (Some(_), None) => Ordering::Less,
+        (None, Some(_)) => Ordering::Greater,
+        (None, None) => a.to_string().cmp(&b.to_string()),
     }
 }
 
@@ -128,7 +137,19 @@ fn compare_values(a: &Value, b: &Value) -> Ordering {
         (Value::Null, Value::Null) => Ordering::Equal,
         (Value::Null, _) => Ordering::Less,
         (_, Value::Null) => Ordering::Greater,
-        _ => a.to_string().cmp(&b.to_string()),
+        // Mixed kinds: numbers before strings before the rest, then by text.
+        _ => kind_rank(a)
+            .cmp(&kind_rank(b))
+            .then_with(|| a.to_string().cmp(&b.to_string())),
+    }
+}
+
+fn kind_rank(value: &Value) -> u8 {
+    match value {
+        Value::Null => 0,
+        Value::Number(_) => 1,
+        Value::String(_) => 2,
+        _ => 3,
     }
 }
 
@@ -243,6 +264,24 @@ mod tests {
             merge_results(2, vec![ok.clone(), json!({"statement_id": 0})], false),
             json!({"statement_id": 2})
         );
+    }
+
+    #[test]
+    fn malformed_backend_answers_do_not_panic() {
+        let odd = json!({"statement_id": 0, "series": [1, {"values": [[1]]}, "x", {"name": "m", "values": [3, [2], "s", [1, "a"], [1, 2]]}]});
+        let other = json!({"statement_id": 0, "series": [{"values": [[0]]}, {"name": "m", "values": [[0], null]}]});
+        for is_show in [false, true] {
+            let merged = merge_results(0, vec![odd.clone(), other.clone(), odd.clone()], is_show);
+            assert_eq!(merged["statement_id"], 0);
+            assert!(
+                merged["series"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(Value::is_object),
+                "{merged}"
+            );
+        }
     }
 
     #[test]

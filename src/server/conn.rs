@@ -46,6 +46,9 @@ struct Conn {
     buf: Vec<u8>,
     body: Vec<u8>,
     out: Vec<u8>,
+    /// Longest wait for the client to take bytes we write (`server.read_timeout`):
+    /// a client that stops reading cannot pin the connection.
+    write_timeout: Duration,
 }
 
 /// Serves requests on `stream` until the client closes it, a timeout, an error
@@ -56,6 +59,7 @@ pub async fn serve(stream: TcpStream, worker: &Worker) {
         buf: Vec::with_capacity(INITIAL_BUFFER_BYTES),
         body: Vec::new(),
         out: Vec::with_capacity(1024),
+        write_timeout: worker.shared.config.server.read_timeout,
     };
     let server = &worker.shared.config.server;
     let max_header_bytes = server.max_header_bytes.as_usize();
@@ -107,7 +111,13 @@ pub async fn serve(stream: TcpStream, worker: &Worker) {
         let status = response.status;
         let mut written = conn.write_out().await;
         if let (Body::Proxied(answer), Ok(()), false) = (response.body, &written, head_only) {
-            written = conn.stream_answer(*answer, &worker.query_connections).await;
+            written = conn
+                .stream_answer(
+                    *answer,
+                    &worker.query_connections,
+                    worker.shared.config.query.timeout,
+                )
+                .await;
         }
         let endpoint = Endpoint::from_path(head.path(&conn.buf));
         worker
@@ -234,7 +244,13 @@ impl Conn {
     /// Copies a backend's answer body to the client as it arrives, as the
     /// backend framed it (chunk encoding is passed through; the decoder only
     /// finds where the body ends).
-    async fn stream_answer(&mut self, answer: OpenAnswer, pool: &ConnectionPool) -> io::Result<()> {
+    /// `read_timeout` bounds each wait for the backend's next bytes.
+    async fn stream_answer(
+        &mut self,
+        answer: OpenAnswer,
+        pool: &ConnectionPool,
+        read_timeout: Duration,
+    ) -> io::Result<()> {
         let OpenAnswer {
             authority,
             reusable,
@@ -262,9 +278,7 @@ impl Conn {
             };
             if to_send > 0 {
                 pending.truncate(to_send);
-                let (result, returned) = self.stream.write_all(pending).await;
-                result?;
-                pending = returned;
+                pending = self.write_all(pending).await?;
             }
             if done {
                 if reusable {
@@ -273,7 +287,14 @@ impl Conn {
                 return Ok(());
             }
             pending.clear();
-            match crate::query::backend::read_more(&mut stream, pending).await {
+            let read = crate::query::backend::read_more(&mut stream, pending);
+            let Ok(read) = monoio::time::timeout(read_timeout, read).await else {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "backend stalled mid-answer",
+                ));
+            };
+            match read {
                 Ok(Some(more)) => pending = more,
                 Ok(None) if framing == AnswerFraming::Close => return Ok(()),
                 Ok(None) => return Err(io::Error::other("backend closed its answer early")),
@@ -284,9 +305,21 @@ impl Conn {
 
     async fn write_out(&mut self) -> io::Result<()> {
         let out = std::mem::take(&mut self.out);
-        let (result, out) = self.stream.write_all(out).await;
+        let out = self.write_all(out).await?;
         self.out = out;
-        result.map(|_| ())
+        Ok(())
+    }
+
+    /// Writes all of `bytes` within `write_timeout`; gives the buffer back.
+    async fn write_all(&mut self, bytes: Vec<u8>) -> io::Result<Vec<u8>> {
+        match monoio::time::timeout(self.write_timeout, self.stream.write_all(bytes)).await {
+            Ok((Ok(_), bytes)) => Ok(bytes),
+            Ok((Err(e), _)) => Err(e),
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "client stopped reading",
+            )),
+        }
     }
 
     /// Answers with an error and ends the connection.

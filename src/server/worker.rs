@@ -143,22 +143,44 @@ impl Worker {
 
     async fn drain(&self) {
         let shutdown = &self.shared.shutdown;
+        // Requests still in flight may wait for batches in overflow: keep
+        // moving those into the writer queues while they finish.
         while self.connections.get() > 0 && !shutdown.is_past_deadline() {
+            self.state.borrow_mut().dispatcher.drain_overflow();
             monoio::time::sleep(TICK).await;
         }
         self.state.borrow_mut().batcher.flush_all();
         self.dispatch_ready();
         while !self.state.borrow_mut().dispatcher.drain_overflow() {
             if shutdown.is_past_deadline() {
-                let state = self.state.borrow();
-                tracing::error!(
-                    worker = self.id,
-                    points = state.dispatcher.overflow_lines(),
-                    "shutdown grace period over with batches still waiting for a writer queue; they are lost",
-                );
+                self.count_overflow_as_lost();
                 return;
             }
             monoio::time::sleep(TICK).await;
+        }
+    }
+
+    /// Batches that never reached a writer queue before the grace period
+    /// ended: counted as lost per backend (the process then exits non-zero)
+    /// and settled, so no request waits for them.
+    fn count_overflow_as_lost(&self) {
+        let mut state = self.state.borrow_mut();
+        for (backend, batch) in state.dispatcher.take_overflow() {
+            let stats = &self.shared.backends[backend];
+            stats
+                .points_lost
+                .fetch_add(batch.lines as u64, std::sync::atomic::Ordering::Relaxed);
+            tracing::error!(
+                worker = self.id,
+                backend = %stats.name,
+                points = batch.lines,
+                "shutdown grace period over with a batch still waiting for the writer queue; it is lost",
+            );
+            batch.settle(Some(crate::batch::Refusal {
+                backend: stats.name.clone(),
+                status: 503,
+                message: "not queued before shutdown".to_owned(),
+            }));
         }
     }
 
