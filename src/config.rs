@@ -51,6 +51,9 @@ pub struct ServerConfig {
     pub max_body_bytes: ByteSize,
     /// Largest body after gunzip; larger is 413. Bounds what a gzip bomb can cost.
     pub max_decompressed_bytes: ByteSize,
+    /// Open client connections, over all workers; more wait in the kernel's
+    /// accept backlog. Bounds the memory clients can hold in buffers.
+    pub max_connections: usize,
     /// Longest wait for the next bytes of a request that has started; then 408.
     #[serde(deserialize_with = "deserialize_duration")]
     pub read_timeout: Duration,
@@ -71,6 +74,7 @@ impl Default for ServerConfig {
             // several servers sees bigger batches from aggregating agents.
             max_body_bytes: ByteSize(64 << 20),
             max_decompressed_bytes: ByteSize(256 << 20),
+            max_connections: 10_000,
             read_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(120),
         }
@@ -468,6 +472,9 @@ impl Config {
                 return Err(invalid(key, "must be greater than zero"));
             }
         }
+        if self.server.max_connections == 0 {
+            return Err(invalid("server.max_connections", "must be at least 1"));
+        }
         if self.write.queue_batches == 0 {
             return Err(invalid("write.queue_batches", "must be at least 1"));
         }
@@ -545,6 +552,11 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// Each worker's share of `server.max_connections` (at least one).
+    pub fn max_connections_per_worker(&self) -> usize {
+        self.server.max_connections.div_ceil(self.worker_count())
     }
 
     /// The worker count with `0` resolved to the number of cores.

@@ -500,3 +500,42 @@ fn both_io_drivers_serve_plain_gzip_and_chunked_writes() {
         });
     }
 }
+
+#[test]
+fn clients_beyond_max_connections_wait_until_one_leaves() {
+    let servers = backends();
+    let proxy = Fluxgate::start(
+        "workers = 1\nmax_connections = 2",
+        &two_backend_config(
+            servers.a.http_port,
+            servers.b.http_port,
+            "_default_ = [\"a\"]",
+        ),
+    );
+    let ping = b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut first = Raw::connect(proxy.addr);
+    first.send(ping);
+    assert_eq!(first.read_response().status, 204);
+    let mut second = Raw::connect(proxy.addr);
+    second.send(ping);
+    assert_eq!(second.read_response().status, 204);
+    // The third connects (the kernel's backlog) but is not served...
+    let mut third = std::net::TcpStream::connect(proxy.addr).unwrap();
+    std::io::Write::write_all(&mut third, ping).unwrap();
+    third
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    let waited = std::io::Read::read(&mut third, &mut byte);
+    assert!(
+        matches!(&waited, Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)),
+        "served beyond max_connections: {waited:?}"
+    );
+    // ...until one of the first two leaves.
+    drop(first);
+    third
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let n = std::io::Read::read(&mut third, &mut byte).unwrap();
+    assert_eq!((n, byte[0]), (1, b'H'));
+}

@@ -116,7 +116,13 @@ impl Worker {
     /// connections, flushes every batch and hands it to the writers.
     pub async fn run(self: Rc<Self>, listener: TcpListener) {
         monoio::spawn(self.clone().tick());
+        let max_connections = self.shared.config.max_connections_per_worker();
         loop {
+            // At the limit, stop accepting: new clients wait in the kernel's
+            // backlog instead of each adding a connection buffer here.
+            while self.connections.get() >= max_connections && !self.stopping.is_fired() {
+                monoio::time::sleep(TICK).await;
+            }
             let accepted = monoio::select! {
                 accepted = listener.accept() => accepted,
                 _ = self.stopping.wait() => break,
