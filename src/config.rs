@@ -164,7 +164,7 @@ impl Default for WriteConfig {
             // guidance is batches of 5000-10000 points; smaller keeps added latency low.
             max_batch_bytes: ByteSize(1 << 20),
             flush_interval: Duration::from_millis(100),
-            queue_batches: 64,
+            queue_batches: 16,
             queue_timeout: Duration::from_secs(10),
             max_retry_backoff: Duration::from_secs(10),
             ack_timeout: Duration::from_secs(30),
