@@ -8,7 +8,7 @@ use crate::server::response::{escape_json_into, Body, Response};
 use crate::server::worker::{Shared, Worker};
 use crate::stats::latency::{self, LatencyHistogram};
 use crate::stats::metrics::{Exposition, Kind};
-use crate::stats::Endpoint;
+use crate::stats::{BackendStats, Endpoint};
 use crate::urlencoded;
 
 /// `GET /metrics`: counters and gauges in Prometheus text format.
@@ -91,45 +91,45 @@ pub fn metrics(worker: &Worker) -> Response {
             queue.len(),
         );
     }
-    type Read = fn(&crate::stats::BackendStats) -> u64;
-    let counters: [(&str, &str, Read); 6] = [
+    let counters: [Family; 6] = [
         (
             "fluxgate_backend_points_written_total",
+            Kind::Counter,
             "Points the backend accepted.",
             |b| b.points_written.load(Ordering::Relaxed),
         ),
         (
             "fluxgate_backend_batches_written_total",
+            Kind::Counter,
             "Batches the backend accepted (points / batches = mean batch size).",
             |b| b.batches_written.load(Ordering::Relaxed),
         ),
         (
             "fluxgate_backend_bytes_written_total",
+            Kind::Counter,
             "Uncompressed batch bytes the backend accepted.",
             |b| b.bytes_written.load(Ordering::Relaxed),
         ),
         (
             "fluxgate_backend_points_rejected_total",
+            Kind::Counter,
             "Points the backend refused with a 4xx (not retried).",
             |b| b.points_rejected.load(Ordering::Relaxed),
         ),
         (
             "fluxgate_backend_points_lost_total",
+            Kind::Counter,
             "Points given up at shutdown because the backend stayed unreachable.",
             |b| b.points_lost.load(Ordering::Relaxed),
         ),
         (
             "fluxgate_backend_retries_total",
+            Kind::Counter,
             "Failed attempts (5xx, timeout, connection error).",
             |b| b.retries.load(Ordering::Relaxed),
         ),
     ];
-    for (name, help, read) in counters {
-        m.family(name, Kind::Counter, help);
-        for b in shared.backends.iter() {
-            m.sample(name, &[("backend", &b.name)], read(b));
-        }
-    }
+    per_backend(&mut m, &shared.backends, &counters);
     if shared.config.spool.is_some() {
         spool_metrics(&mut m, &shared.backends);
     }
@@ -151,11 +151,23 @@ pub fn metrics(worker: &Worker) -> Response {
     }
 }
 
+/// A per-backend metric family: name, kind, help, and how to read its value.
+type Family = (&'static str, Kind, &'static str, fn(&BackendStats) -> u64);
+
+/// Writes each family with one sample per backend.
+fn per_backend(m: &mut Exposition, backends: &[BackendStats], families: &[Family]) {
+    for &(name, kind, help, read) in families {
+        m.family(name, kind, help);
+        for b in backends {
+            m.sample(name, &[("backend", &b.name)], read(b));
+        }
+    }
+}
+
 /// The spool families of `/metrics`, for a proxy with a `[spool]`.
-fn spool_metrics(m: &mut Exposition, backends: &[crate::stats::BackendStats]) {
-    type Read = fn(&crate::stats::BackendStats) -> u64;
+fn spool_metrics(m: &mut Exposition, backends: &[BackendStats]) {
     let now_ms = unix_millis();
-    let families: [(&str, Kind, &str, Read); 7] = [
+    let families: [Family; 7] = [
         (
             "fluxgate_backend_spool_bytes",
             Kind::Gauge,
@@ -199,12 +211,7 @@ fn spool_metrics(m: &mut Exposition, backends: &[crate::stats::BackendStats]) {
             |b| b.spool_full.load(Ordering::Relaxed),
         ),
     ];
-    for (name, kind, help, read) in families {
-        m.family(name, kind, help);
-        for b in backends {
-            m.sample(name, &[("backend", &b.name)], read(b));
-        }
-    }
+    per_backend(m, backends, &families);
     m.family(
         "fluxgate_backend_spool_oldest_age_seconds",
         Kind::Gauge,
