@@ -138,3 +138,35 @@ fn batches_refused_by_a_backend_are_counted_not_retried() {
     let health = http::get(&proxy.url("/health")).body;
     assert!(health.contains("\"retries\":0"), "{health}");
 }
+
+#[test]
+fn points_that_cannot_be_delivered_by_shutdown_are_counted_and_fail_the_exit() {
+    let nothing_listens = crate::harness::free_port();
+    // No spool, a down backend, one-batch queues and small batches: the
+    // accepted points wait in the writer (retrying), its queue and possibly
+    // the worker's overflow when SIGTERM arrives.
+    let config = format!(
+        "[[backends]]\nname = \"down\"\nurl = \"http://127.0.0.1:{nothing_listens}\"\n[routes]\n_default_ = [\"down\"]\n\
+         [write]\nack = \"accepted\"\nmax_batch_bytes = \"1KiB\"\nqueue_batches = 1\nshutdown_timeout = \"300ms\"\n\
+         max_retry_backoff = \"50ms\"\n"
+    );
+    let mut proxy = Fluxgate::start("workers = 1", &config);
+    let body: String = (0..200)
+        .map(|i| format!("lost v={i} {}\n", i + 1))
+        .collect();
+    let reply = http::post(&proxy.url("/write?db=x"), &[], body.as_bytes());
+    assert_eq!(reply.status, 204, "{}", reply.body);
+    let status = proxy.stop().expect("fluxgate did not exit after SIGTERM");
+    assert!(
+        !status.success(),
+        "lost points must fail the exit:\n{}",
+        proxy.log()
+    );
+    // Every accepted point is accounted for, wherever it waited (writer,
+    // queue or the worker's overflow): none is dropped silently.
+    let log = proxy.log();
+    assert!(
+        log.contains("200 points could not be delivered before the shutdown grace period ended"),
+        "{log}"
+    );
+}
