@@ -7,6 +7,8 @@ use std::time::Duration;
 use super::{eventually, free_port, http, terminate, TempDir};
 
 const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// Start-ups retried when a port was taken meanwhile.
+const START_ATTEMPTS: usize = 5;
 
 pub struct Influxd {
     child: Option<Child>,
@@ -17,6 +19,8 @@ pub struct Influxd {
 
 impl Influxd {
     /// Starts an influxd on free ports and waits until `/ping` answers.
+    /// A port taken by another process between `free_port` and influxd's bind
+    /// (tests run in parallel) is retried with new ports.
     pub fn start() -> Influxd {
         let dir = TempDir::new("influxd");
         let mut influxd = Influxd {
@@ -25,12 +29,28 @@ impl Influxd {
             rpc_port: free_port(),
             dir,
         };
-        influxd.restart();
-        influxd
+        for _ in 0..START_ATTEMPTS {
+            match influxd.try_restart() {
+                Ok(()) => return influxd,
+                Err(log) if log.contains("address already in use") => {
+                    influxd.http_port = free_port();
+                    influxd.rpc_port = free_port();
+                }
+                Err(log) => panic!("influxd exited during start-up:\n{log}"),
+            }
+        }
+        panic!("influxd found no free ports in {START_ATTEMPTS} attempts");
     }
 
     /// Starts (again) on the same ports and data directory.
     pub fn restart(&mut self) {
+        if let Err(log) = self.try_restart() {
+            panic!("influxd exited during start-up:\n{log}");
+        }
+    }
+
+    /// Starts influxd; `Err` with its log when it exits before answering `/ping`.
+    fn try_restart(&mut self) -> Result<(), String> {
         assert!(self.child.is_none(), "influxd is already running");
         let path = self.dir.path();
         let config = format!(
@@ -74,20 +94,22 @@ bind-address = "127.0.0.1:{rpc}"
             "influxd not found: install Debian's `influxdb` package (scripts/test.sh does)",
         );
         let url = self.url("/ping");
-        eventually(START_TIMEOUT, "influxd to answer /ping", || {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!(
-                    "influxd exited with {status}; see {}",
-                    self.dir.path().join("influxd.log").display()
-                );
+        let log_path = self.dir.path().join("influxd.log");
+        let exited = eventually(START_TIMEOUT, "influxd to answer /ping", || {
+            if let Ok(Some(_)) = child.try_wait() {
+                return Some(true);
             }
             let ok = ureq::get(&url)
                 .timeout(Duration::from_secs(1))
                 .call()
                 .is_ok_and(|r| r.status() == 204);
-            ok.then_some(())
+            ok.then_some(false)
         });
+        if exited {
+            return Err(std::fs::read_to_string(&log_path).unwrap_or_default());
+        }
         self.child = Some(child);
+        Ok(())
     }
 
     /// Stops the server (SIGTERM, then SIGKILL), keeping its data.
