@@ -303,6 +303,7 @@ impl Batcher {
         self.ready.drain(..)
     }
 
+    #[cfg(test)]
     /// Lines in open (not yet frozen) batches.
     pub fn pending_lines(&self) -> usize {
         self.open.iter().flatten().map(|b| b.lines).sum()

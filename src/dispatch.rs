@@ -73,6 +73,7 @@ impl Dispatcher {
         self.overflow.iter().any(|queue| !queue.is_empty())
     }
 
+    #[cfg(test)]
     /// Lines waiting in overflow queues (counted once per backend).
     pub fn overflow_lines(&self) -> usize {
         self.overflow.iter().flatten().map(|b| b.lines).sum()

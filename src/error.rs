@@ -44,7 +44,6 @@ pub enum ApiError {
     BackendRefused(Refusal),
     NotFound,
     MethodNotAllowed,
-    NotImplemented(&'static str),
 }
 
 impl ApiError {
@@ -65,7 +64,6 @@ impl ApiError {
             | ApiError::Gzip(GzipError::TooLarge { .. }) => 413,
             ApiError::UnsupportedEncoding(_) => 415,
             ApiError::HeadTooLarge { .. } => 431,
-            ApiError::NotImplemented(_) => 501,
             ApiError::QueueFull { .. } | ApiError::NotDurable { .. } => 503,
             // The backend's own 4xx (a missing database is its 404); anything
             // else it says is a gateway problem.
@@ -138,7 +136,6 @@ impl fmt::Display for ApiError {
             ),
             ApiError::NotFound => f.write_str("not found"),
             ApiError::MethodNotAllowed => f.write_str("method not allowed"),
-            ApiError::NotImplemented(what) => write!(f, "{what} is not implemented by this fluxgate version"),
         }
     }
 }

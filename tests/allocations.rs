@@ -86,8 +86,8 @@ fn allocations_per_request_do_not_grow_with_the_number_of_lines() {
         precision: Precision::Nanoseconds,
         authorization: None,
     };
-    // Batches large enough that neither body fills one: batch buffers are
-    // allocated per batch, which is the one cost allowed to follow the volume.
+    // Batches large enough that neither body fills one: freezing a full batch
+    // (one buffer per batch) is the one cost allowed to follow the volume.
     let mut batcher = Batcher::new(router.set_count(), 64 << 20);
     let mut scratch = Vec::with_capacity(64);
     let (small, large) = (body(100), body(20_000));
