@@ -2,17 +2,19 @@
 //! workers, wait for SIGINT/SIGTERM, drain, exit.
 
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
 use clap::Parser;
+use fluxgate::config::redis::RedisSource;
+use fluxgate::config::source::ConfigSource;
 use fluxgate::config::Config;
-use fluxgate::route::Router;
+use fluxgate::control::{Control, Origin};
 use fluxgate::server::worker::Shared;
 use fluxgate::server::Server;
 use fluxgate::shutdown::Shutdown;
-use fluxgate::writer::Writers;
 
 // mimalloc: per-thread free lists suit thread-per-core workers that allocate
 // batches on one thread and free them on a writer thread, and it is markedly
@@ -24,9 +26,22 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
-    /// Path of the TOML configuration file.
-    #[arg(long, short, default_value = "fluxgate.toml")]
-    config: PathBuf,
+    /// The TOML configuration file (default fluxgate.toml). With --redis, an
+    /// optional local file the Redis config is merged over.
+    #[arg(long, short, global = true)]
+    config: Option<PathBuf>,
+    /// Read the configuration from Redis: redis://host:port/db.
+    #[arg(long, global = true)]
+    redis: Option<String>,
+    /// Password for Redis (prefer the FLUXGATE_REDIS_PASSWORD environment variable:
+    /// arguments are visible to every user of the machine).
+    #[arg(
+        long,
+        global = true,
+        env = "FLUXGATE_REDIS_PASSWORD",
+        hide_env_values = true
+    )]
+    redis_password: Option<String>,
     /// Check the configuration and exit.
     #[arg(long)]
     check: bool,
@@ -42,6 +57,21 @@ enum Command {
         #[arg(long, default_value = "http://127.0.0.1:7076")]
         url: String,
     },
+    /// Move a configuration between a file and Redis.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum ConfigCommand {
+    /// Print the configuration in Redis (either key layout) as TOML.
+    ImportRedis,
+    /// Store the --config file in Redis and tell every fluxgate watching it to reload.
+    Export {
+        /// Store only; do not publish a reload.
+        #[arg(long)]
+        no_reload: bool,
+    },
 }
 
 fn main() {
@@ -54,30 +84,80 @@ fn main() {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = Args::parse();
-    if let Some(Command::Status { url }) = &args.command {
-        match fluxgate::status::fetch_and_render(url) {
-            Ok(table) => print!("{table}"),
-            Err(e) => {
-                eprintln!("fluxgate status: {e}");
-                std::process::exit(1);
-            }
+    let outcome = match &args.command {
+        Some(Command::Status { url }) => fluxgate::status::fetch_and_render(url)
+            .map(|table| print!("{table}"))
+            .map_err(anyhow::Error::msg),
+        Some(Command::Config(command)) => config_command(&args, command),
+        None => run(&args),
+    };
+    if let Err(e) = outcome {
+        if args.command.is_none() {
+            tracing::error!("{e:#}");
         }
-        return;
-    }
-    if let Err(e) = run(&args) {
-        tracing::error!("{e:#}");
         eprintln!("fluxgate: {e:#}");
         std::process::exit(1);
     }
 }
 
-fn run(args: &Args) -> anyhow::Result<()> {
-    let config = Config::load(&args.config)?;
-    if config.spool.is_none() {
-        tracing::warn!("no [spool]: while a backend is down its batches are retried in memory and clients are pushed back (503) once its queue is full");
+fn redis(args: &Args) -> anyhow::Result<Option<RedisSource>> {
+    args.redis
+        .as_deref()
+        .map(|url| RedisSource::new(url, args.redis_password.as_deref()))
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--redis: {e}"))
+}
+
+fn source(args: &Args) -> anyhow::Result<ConfigSource> {
+    Ok(match redis(args)? {
+        Some(redis) => ConfigSource::Redis {
+            redis: Box::new(redis),
+            base: args.config.clone(),
+        },
+        None => ConfigSource::File(
+            args.config
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("fluxgate.toml")),
+        ),
+    })
+}
+
+fn config_command(args: &Args, command: &ConfigCommand) -> anyhow::Result<()> {
+    let redis = redis(args)?.context("--redis is required")?;
+    match command {
+        ConfigCommand::ImportRedis => {
+            let source = ConfigSource::Redis {
+                redis: Box::new(redis),
+                base: args.config.clone(),
+            };
+            let loaded = source.load()?;
+            for warning in &loaded.warnings {
+                eprintln!("warning: {warning}");
+            }
+            print!("{}", loaded.toml);
+        }
+        ConfigCommand::Export { no_reload } => {
+            let path = args.config.as_deref().context("--config is required")?;
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            // Refused here rather than by every proxy of the fleet.
+            Config::from_toml(&text)?;
+            redis.store(&text)?;
+            eprintln!("stored {} in {}", path.display(), redis.describe());
+            if !no_reload {
+                let receivers = redis.publish_reload()?;
+                eprintln!("reload published to {receivers} subscriber(s)");
+            }
+        }
     }
+    Ok(())
+}
+
+fn run(args: &Args) -> anyhow::Result<()> {
+    let source = source(args)?;
+    let loaded = source.load()?;
     if args.check {
-        println!("config {} is valid", args.config.display());
+        println!("config from {} is valid", source.describe());
         return Ok(());
     }
     let shutdown = Arc::new(Shutdown::new());
@@ -85,48 +165,71 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
     ])
     .context("cannot install signal handlers")?;
 
-    let (writers, queues) =
-        Writers::start(&config, shutdown.clone()).context("cannot start writer threads")?;
-    let grace = config.write.shutdown_timeout;
+    let mut control = Control::new(source, shutdown.clone());
+    let current = control.start(loaded).context("cannot start the backends")?;
+    let watched = control.source().redis().cloned();
+    let (reloads, control_thread) = control.spawn().context("cannot start the control thread")?;
+    let config = current.load().config.clone();
     let shared = Arc::new(Shared {
-        source: format!("file {}", args.config.display()),
-        router: Router::new(&config),
-        backends: writers.stats.clone(),
-        queues: writers.queues.clone(),
+        current,
         workers: (0..config.worker_count()).map(|_| Arc::default()).collect(),
         shutdown: shutdown.clone(),
         started: Instant::now(),
-        config,
+        reloads: reloads.clone(),
     });
-    let server = Server::start(shared.clone(), &queues)
-        .with_context(|| format!("cannot listen on {}", shared.config.server.listen))?;
+    let server = Server::start(shared.clone())
+        .with_context(|| format!("cannot listen on {}", config.server.listen))?;
     tracing::info!(
         addr = %server.local_addr,
-        workers = shared.config.worker_count(),
+        workers = config.worker_count(),
         driver = server.driver,
-        backends = shared.config.backends.len(),
+        backends = config.backends.len(),
         "fluxgate listening on {}",
         server.local_addr
     );
+    // With Redis, a message on the reload channel reloads every instance.
+    let stop_watching = Arc::new(AtomicBool::new(false));
+    let watcher = match watched {
+        Some(redis) => {
+            let (stop, reloads) = (stop_watching.clone(), reloads.clone());
+            Some(
+                std::thread::Builder::new()
+                    .name("fluxgate-redis-watch".into())
+                    .spawn(move || redis.watch(&stop, || reloads.notify(Origin::PubSub)))
+                    .context("cannot start the Redis watcher")?,
+            )
+        }
+        None => None,
+    };
 
-    let signal = signals.forever().next();
+    let signal = loop {
+        match signals.forever().next() {
+            Some(signal_hook::consts::SIGHUP) => reloads.notify(Origin::Signal),
+            other => break other,
+        }
+    };
     tracing::info!(
         ?signal,
         "shutting down: draining connections and queued batches"
     );
-    shutdown.request(grace);
+    shutdown.request(shared.current.load().config.write.shutdown_timeout);
     server.join();
-    // The writers stop once every sender is gone and their queues are empty.
-    drop(queues);
-    writers.join();
-    let lost: u64 = shared
-        .backends
-        .iter()
-        .map(|s| s.points_lost.load(std::sync::atomic::Ordering::Relaxed))
-        .sum();
+    stop_watching.store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Some(watcher) = watcher {
+        let _ = watcher.join();
+    }
+    // The control thread ends once nobody can ask for a reload any more.
+    drop(reloads);
+    drop(shared);
+    let control = control_thread
+        .join()
+        .map_err(|_| anyhow::anyhow!("the control thread panicked"))?;
+    // The writers stop once every generation is gone and their queues are empty.
+    let lost = control.finish();
     if lost > 0 {
         anyhow::bail!(
             "{lost} points could not be delivered before the shutdown grace period ended"

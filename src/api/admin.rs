@@ -4,8 +4,9 @@
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
+use crate::generation::Generation;
 use crate::server::response::{escape_json_into, Body, Response};
-use crate::server::worker::{Shared, Worker};
+use crate::server::worker::Worker;
 use crate::stats::latency::{self, LatencyHistogram};
 use crate::stats::metrics::{Exposition, Kind};
 use crate::stats::{BackendStats, Endpoint};
@@ -14,6 +15,8 @@ use crate::urlencoded;
 /// `GET /metrics`: counters and gauges in Prometheus text format.
 pub fn metrics(worker: &Worker) -> Response {
     let shared = &worker.shared;
+    let generation = worker.generation();
+    let backends: Vec<&BackendStats> = generation.backends.iter().map(|b| &*b.stats).collect();
     let mut m = Exposition::new();
 
     m.family(
@@ -72,7 +75,7 @@ pub fn metrics(worker: &Worker) -> Response {
         Kind::Gauge,
         "1 while the backend's last write succeeded.",
     );
-    for b in shared.backends.iter() {
+    for b in &backends {
         m.sample(
             "fluxgate_backend_up",
             &[("backend", &b.name)],
@@ -84,11 +87,11 @@ pub fn metrics(worker: &Worker) -> Response {
         Kind::Gauge,
         "Batches waiting in the backend's writer queue.",
     );
-    for (b, queue) in shared.backends.iter().zip(&shared.queues) {
+    for b in &generation.backends {
         m.sample(
             "fluxgate_backend_queue_batches",
-            &[("backend", &b.name)],
-            queue.len(),
+            &[("backend", &b.stats.name)],
+            b.queue.len(),
         );
     }
     let counters: [Family; 6] = [
@@ -129,10 +132,16 @@ pub fn metrics(worker: &Worker) -> Response {
             |b| b.retries.load(Ordering::Relaxed),
         ),
     ];
-    per_backend(&mut m, &shared.backends, &counters);
-    if shared.config.spool.is_some() {
-        spool_metrics(&mut m, &shared.backends);
+    per_backend(&mut m, &backends, &counters);
+    if generation.config.spool.is_some() {
+        spool_metrics(&mut m, &backends);
     }
+    m.family(
+        "fluxgate_config_generation",
+        Kind::Gauge,
+        "The applied config's generation: 1 at start-up, one more per applied reload.",
+    );
+    m.sample("fluxgate_config_generation", &[], generation.id);
     m.family(
         "fluxgate_uptime_seconds",
         Kind::Gauge,
@@ -155,7 +164,7 @@ pub fn metrics(worker: &Worker) -> Response {
 type Family = (&'static str, Kind, &'static str, fn(&BackendStats) -> u64);
 
 /// Writes each family with one sample per backend.
-fn per_backend(m: &mut Exposition, backends: &[BackendStats], families: &[Family]) {
+fn per_backend(m: &mut Exposition, backends: &[&BackendStats], families: &[Family]) {
     for &(name, kind, help, read) in families {
         m.family(name, kind, help);
         for b in backends {
@@ -165,7 +174,7 @@ fn per_backend(m: &mut Exposition, backends: &[BackendStats], families: &[Family
 }
 
 /// The spool families of `/metrics`, for a proxy with a `[spool]`.
-fn spool_metrics(m: &mut Exposition, backends: &[BackendStats]) {
+fn spool_metrics(m: &mut Exposition, backends: &[&BackendStats]) {
     let now_ms = unix_millis();
     let families: [Family; 7] = [
         (
@@ -241,10 +250,10 @@ fn spool_age_seconds(b: &crate::stats::BackendStats, now_ms: u64) -> f64 {
 }
 
 /// The state of one backend, for `/status` and `/health`.
-pub fn backend_status(shared: &Shared, id: usize) -> serde_json::Value {
-    let b = &shared.backends[id];
+pub fn backend_status(generation: &Generation, id: usize) -> serde_json::Value {
+    let b = &generation.backends[id].stats;
     let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
-    let spool = shared.config.spool.as_ref().map(|_| {
+    let spool = generation.config.spool.as_ref().map(|_| {
         serde_json::json!({
             "bytes": load(&b.spool_bytes),
             "records": load(&b.spool_records),
@@ -256,9 +265,10 @@ pub fn backend_status(shared: &Shared, id: usize) -> serde_json::Value {
     });
     serde_json::json!({
         "name": b.name,
-        "url": shared.config.backends[id].url,
+        "url": generation.config.backends[id].url,
+        "write_only": generation.config.backends[id].write_only,
         "up": b.up.load(Ordering::Relaxed),
-        "queue_batches": shared.queues[id].len(),
+        "queue_batches": generation.backends[id].queue.len(),
         "points_written": load(&b.points_written),
         "points_rejected": load(&b.points_rejected),
         "points_lost": load(&b.points_lost),
@@ -273,6 +283,7 @@ pub fn backend_status(shared: &Shared, id: usize) -> serde_json::Value {
 /// `GET /status`: a summary for humans and scripts.
 pub fn status(worker: &Worker) -> Response {
     let shared = &worker.shared;
+    let generation = worker.generation();
     let received: u64 = shared
         .workers
         .iter()
@@ -286,11 +297,16 @@ pub fn status(worker: &Worker) -> Response {
     let json = serde_json::json!({
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": shared.started.elapsed().as_secs(),
-        "config": { "source": shared.source, "ack": format!("{:?}", shared.config.write.ack).to_lowercase() },
+        "config": {
+            "source": generation.source,
+            "generation": generation.id,
+            "applied_at_unix": generation.applied_at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+            "ack": format!("{:?}", generation.config.write.ack).to_lowercase(),
+        },
         "workers": shared.workers.len(),
         "points_received": received,
         "points_invalid": invalid,
-        "backends": (0..shared.backends.len()).map(|id| backend_status(shared, id)).collect::<Vec<_>>(),
+        "backends": (0..generation.backends.len()).map(|id| backend_status(&generation, id)).collect::<Vec<_>>(),
     });
     Response {
         status: 200,
@@ -323,13 +339,14 @@ pub fn latency(worker: &Worker, query: &str) -> Response {
             )
         })
         .collect();
-    let backends: Vec<_> = shared
+    let generation = worker.generation();
+    let backends: Vec<_> = generation
         .backends
         .iter()
         .map(|b| {
             (
-                b.name.as_str(),
-                merge(std::iter::once(&b.flush_latency), reset),
+                b.stats.name.as_str(),
+                merge(std::iter::once(&b.stats.flush_latency), reset),
             )
         })
         .collect();

@@ -37,6 +37,8 @@ pub fn backend_authorization(
 /// Routes one request to its handler. `buf` holds the head; `body` is the
 /// request body as received (still compressed if it was sent gzip).
 pub async fn handle(worker: &Worker, head: &Head, buf: &[u8], body: &[u8]) -> Response {
+    // Requests that start after a reload see its config.
+    worker.follow_reloads();
     let path = head.path(buf);
     match (head.method, path) {
         (Method::Get | Method::Head, "/ping") => ping::ping(head.query(buf)),

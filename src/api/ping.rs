@@ -23,13 +23,14 @@ pub fn ping(query: &str) -> Response {
 /// (the same entries as `/status`).
 pub fn health(worker: &Worker) -> Response {
     let shared = &worker.shared;
+    let generation = worker.generation();
     let json = serde_json::json!({
         "name": "fluxgate",
         "message": "ready for queries and writes",
         "status": "pass",
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": shared.started.elapsed().as_secs(),
-        "backends": (0..shared.backends.len()).map(|id| super::admin::backend_status(shared, id)).collect::<Vec<_>>(),
+        "backends": (0..generation.backends.len()).map(|id| super::admin::backend_status(&generation, id)).collect::<Vec<_>>(),
     });
     Response {
         status: 200,

@@ -23,6 +23,7 @@ use std::task::Poll;
 
 use serde_json::Value;
 
+use crate::generation::Generation;
 use crate::query::backend::{self, QueryRequest};
 use crate::query::influxql::{self, Statement};
 use crate::query::merge::{self, error_result};
@@ -31,7 +32,7 @@ use crate::query::timeshift::{self, Shift};
 use crate::route::{BackendId, SetId};
 use crate::server::request::{Head, Method};
 use crate::server::response::{Body, Response};
-use crate::server::worker::{Shared, Worker};
+use crate::server::worker::Worker;
 use crate::urlencoded;
 
 /// The parameters of a query, decoded from the URL and a form body.
@@ -130,10 +131,16 @@ pub async fn query(worker: &Worker, head: &Head, buf: &[u8], body: &[u8]) -> Res
         Ok(statements) => statements,
         Err(e) => return bad_request(&format!("error parsing query: {e}")),
     };
-    let shared = &worker.shared;
+    // One generation for the whole query: backend ids index its tables.
+    let generation = worker.generation();
+    let generation = &*generation;
     let mut plans = Vec::with_capacity(statements.len());
     for statement in &statements {
-        let target = plan(statement, &shared.router, shared.config.query.allow_admin);
+        let target = plan(
+            statement,
+            &generation.router,
+            generation.config.query.allow_admin,
+        );
         match &target {
             // InfluxDB refuses a query it may not run as a whole, with 403.
             Target::Refused(reason) => {
@@ -157,13 +164,21 @@ pub async fn query(worker: &Worker, head: &Head, buf: &[u8], body: &[u8]) -> Res
             .iter()
             .all(|(target, shift)| *target == Target::One(set) && shift.is_none())
         {
-            return pass_through(worker, &params, set).await;
+            return pass_through(worker, generation, &params, set).await;
         }
     }
 
     let mut results = Vec::with_capacity(statements.len());
     for (id, (statement, (target, shift))) in statements.iter().zip(plans).enumerate() {
-        let result = match run_statement(worker, &params, statement, &target, shift.as_ref()).await
+        let result = match run_statement(
+            worker,
+            generation,
+            &params,
+            statement,
+            &target,
+            shift.as_ref(),
+        )
+        .await
         {
             Ok(result) => result,
             Err(response) => return response,
@@ -175,13 +190,17 @@ pub async fn query(worker: &Worker, head: &Head, buf: &[u8], body: &[u8]) -> Res
 }
 
 /// Streams the whole query's answer from one healthy backend of `set`.
-async fn pass_through(worker: &Worker, params: &QueryParams, set: SetId) -> Response {
-    let shared = &worker.shared;
-    let candidates = healthy_replicas(worker, shared.router.backends(set));
-    let mut last_error = no_healthy_message(shared, shared.router.backends(set));
+async fn pass_through(
+    worker: &Worker,
+    generation: &Generation,
+    params: &QueryParams,
+    set: SetId,
+) -> Response {
+    let candidates = healthy_replicas(generation, generation.router.backends(set));
+    let mut last_error = no_healthy_message(generation, generation.router.backends(set));
     for backend in candidates {
         let request = QueryRequest {
-            authority: authority(shared, backend),
+            authority: authority(generation, backend),
             target: params.target(&params.q, params.epoch.as_deref(), true),
             authorization: params.authorization.clone(),
             accept: params.csv.then(|| "application/csv".to_owned()),
@@ -189,7 +208,7 @@ async fn pass_through(worker: &Worker, params: &QueryParams, set: SetId) -> Resp
         match backend::open(
             &request,
             &worker.query_connections,
-            shared.config.query.timeout,
+            generation.config.query.timeout,
         )
         .await
         {
@@ -204,9 +223,9 @@ async fn pass_through(worker: &Worker, params: &QueryParams, set: SetId) -> Resp
             Err(e) => {
                 last_error = format!(
                     "backend {} failed: {e}",
-                    shared.config.backends[backend].name
+                    generation.config.backends[backend].name
                 );
-                tracing::warn!(backend = %shared.config.backends[backend].name, error = %e, "query failed; trying another replica");
+                tracing::warn!(backend = %generation.config.backends[backend].name, error = %e, "query failed; trying another replica");
             }
         }
     }
@@ -218,12 +237,12 @@ async fn pass_through(worker: &Worker, params: &QueryParams, set: SetId) -> Resp
 /// client's credentials).
 async fn run_statement(
     worker: &Worker,
+    generation: &Generation,
     params: &QueryParams,
     statement: &Statement<'_>,
     target: &Target,
     shift: Option<&Shift>,
 ) -> Result<Value, Response> {
-    let shared = &worker.shared;
     let text = match shift {
         Some(shift) => match timeshift::rewrite(statement, shift) {
             Ok(text) => text,
@@ -239,11 +258,11 @@ async fn run_statement(
     };
     let request_target = params.target(&text, epoch, false);
     let mut result = match target {
-        Target::One(set) => ask_set(worker, params, *set, &request_target).await?,
+        Target::One(set) => ask_set(worker, generation, params, *set, &request_target).await?,
         Target::Each(sets) => {
             let asks = sets
                 .iter()
-                .map(|set| ask_set(worker, params, *set, &request_target));
+                .map(|set| ask_set(worker, generation, params, *set, &request_target));
             let answers = join_all(asks.collect())
                 .await
                 .into_iter()
@@ -251,8 +270,8 @@ async fn run_statement(
             merge::merge_results(0, answers, statement.kind.is_show())
         }
         Target::Every => {
-            let asks = (0..shared.config.backends.len())
-                .map(|b| ask_backend(worker, params, b, &request_target));
+            let asks = (0..generation.config.backends.len())
+                .map(|b| ask_backend(worker, generation, params, b, &request_target));
             let answers = join_all(asks.collect())
                 .await
                 .into_iter()
@@ -273,15 +292,15 @@ async fn run_statement(
 /// Asks one healthy backend of `set`, trying the next replica when one fails.
 async fn ask_set(
     worker: &Worker,
+    generation: &Generation,
     params: &QueryParams,
     set: SetId,
     target: &str,
 ) -> Result<Value, Response> {
-    let shared = &worker.shared;
-    let backends = shared.router.backends(set);
-    let mut last_error = no_healthy_message(shared, backends);
-    for backend in healthy_replicas(worker, backends) {
-        match ask_backend(worker, params, backend, target).await {
+    let backends = generation.router.backends(set);
+    let mut last_error = no_healthy_message(generation, backends);
+    for backend in healthy_replicas(generation, backends) {
+        match ask_backend(worker, generation, params, backend, target).await {
             Ok(result) if !is_connection_error(&result) => return Ok(result),
             Ok(result) => {
                 last_error = result["error"].as_str().unwrap_or_default().to_owned();
@@ -302,14 +321,14 @@ fn is_connection_error(result: &Value) -> bool {
 /// Sends one statement to one backend and returns its (first) result object.
 async fn ask_backend(
     worker: &Worker,
+    generation: &Generation,
     params: &QueryParams,
     backend: BackendId,
     target: &str,
 ) -> Result<Value, Response> {
-    let shared = &worker.shared;
-    let name = &shared.config.backends[backend].name;
+    let name = &generation.config.backends[backend].name;
     let request = QueryRequest {
-        authority: authority(shared, backend),
+        authority: authority(generation, backend),
         target: target.to_owned(),
         authorization: params.authorization.clone(),
         accept: None,
@@ -317,14 +336,14 @@ async fn ask_backend(
     let answer = match backend::fetch(
         &request,
         &worker.query_connections,
-        shared.config.query.timeout,
-        shared.config.query.max_response_bytes.as_usize(),
+        generation.config.query.timeout,
+        generation.config.query.max_response_bytes.as_usize(),
     )
     .await
     {
         Ok(answer) => answer,
         Err(e) => {
-            shared.backends[backend].mark_down(&e.to_string());
+            generation.backends[backend].stats.mark_down(&e.to_string());
             let mut result = error_result(0, &format!("backend {name} failed: {e}"));
             result[UNREACHABLE] = Value::Bool(true);
             return Ok(result);
@@ -416,15 +435,15 @@ fn render(params: &QueryParams, results: Vec<Value>) -> Response {
     }
 }
 
-fn authority(shared: &Shared, backend: BackendId) -> String {
-    crate::config::BackendUrl::parse(&shared.config.backends[backend].url)
+fn authority(generation: &Generation, backend: BackendId) -> String {
+    crate::config::BackendUrl::parse(&generation.config.backends[backend].url)
         .map(|url| url.authority)
         .unwrap_or_default()
 }
 
 /// The healthy backends among `backends`, starting at a rotating offset so
 /// reads spread across replicas.
-fn healthy_replicas(worker: &Worker, backends: &[BackendId]) -> Vec<BackendId> {
+fn healthy_replicas(generation: &Generation, backends: &[BackendId]) -> Vec<BackendId> {
     thread_local! {
         static NEXT: Cell<usize> = const { Cell::new(0) };
     }
@@ -433,31 +452,34 @@ fn healthy_replicas(worker: &Worker, backends: &[BackendId]) -> Vec<BackendId> {
         next.set(value.wrapping_add(1));
         value
     });
-    let shared = &worker.shared;
     let healthy: Vec<BackendId> = backends
         .iter()
         .copied()
-        .filter(|&b| is_healthy(shared, b))
+        .filter(|&b| is_healthy(generation, b))
         .collect();
     let n = healthy.len();
     (0..n).map(|i| healthy[(start + i) % n]).collect()
 }
 
-fn is_healthy(shared: &Shared, backend: BackendId) -> bool {
-    let stats = &shared.backends[backend];
-    stats.up.load(Ordering::Relaxed) && stats.spool_records.load(Ordering::Relaxed) == 0
+fn is_healthy(generation: &Generation, backend: BackendId) -> bool {
+    let stats = &generation.backends[backend].stats;
+    !generation.config.backends[backend].write_only
+        && stats.up.load(Ordering::Relaxed)
+        && stats.spool_records.load(Ordering::Relaxed) == 0
 }
 
 /// "no healthy backend: a (down), b (replaying its spool)".
-fn no_healthy_message(shared: &Shared, backends: &[BackendId]) -> String {
+fn no_healthy_message(generation: &Generation, backends: &[BackendId]) -> String {
     let states: Vec<String> = backends
         .iter()
         .map(|&b| {
-            let stats = &shared.backends[b];
+            let stats = &generation.backends[b].stats;
             let state = if !stats.up.load(Ordering::Relaxed) {
                 "down"
             } else if stats.spool_records.load(Ordering::Relaxed) > 0 {
                 "replaying its spool"
+            } else if generation.config.backends[b].write_only {
+                "write-only"
             } else {
                 "healthy"
             };

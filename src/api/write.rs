@@ -113,10 +113,10 @@ async fn try_write(worker: &Worker, head: &Head, buf: &[u8], body: &[u8]) -> Res
         .fetch_add(body.len() as u64, Ordering::Relaxed);
     admit(worker).await?;
     let received = SystemTime::now();
-    let shared = &worker.shared;
     let report = {
         let state = &mut *worker.state.borrow_mut();
         let WorkerState {
+            generation,
             batcher,
             gunzip,
             decompressed,
@@ -127,14 +127,14 @@ async fn try_write(worker: &Worker, head: &Head, buf: &[u8], body: &[u8]) -> Res
             gunzip.decompress(
                 body,
                 decompressed,
-                shared.config.server.max_decompressed_bytes.as_usize(),
+                generation.config.server.max_decompressed_bytes.as_usize(),
             )?;
             &decompressed[..]
         } else {
             body
         };
         let report = ingest(
-            &shared.router,
+            &generation.router,
             batcher,
             measurement,
             &params.target(),
@@ -153,7 +153,8 @@ async fn try_write(worker: &Worker, head: &Head, buf: &[u8], body: &[u8]) -> Res
         }
         report
     };
-    if worker.shared.config.write.ack == AckMode::Accepted {
+    let write_config = worker.generation().config.write.clone();
+    if write_config.ack == AckMode::Accepted {
         worker.dispatch_ready();
         return report.into_result();
     }
@@ -162,7 +163,7 @@ async fn try_write(worker: &Worker, head: &Head, buf: &[u8], body: &[u8]) -> Res
     worker.state.borrow_mut().batcher.flush_request();
     let mut frozen = Vec::new();
     worker.dispatch_ready_into(Some(&mut frozen));
-    wait_until_settled(&frozen, worker.shared.config.write.ack_timeout).await?;
+    wait_until_settled(&frozen, write_config.ack_timeout).await?;
     report.into_result()
 }
 
@@ -193,16 +194,10 @@ const RETAINED_DECOMPRESSED_BYTES: usize = 16 << 20;
 /// a slow or down backend pushes back on clients instead of growing memory.
 async fn admit(worker: &Worker) -> Result<(), ApiError> {
     let started = Instant::now();
-    while !worker.state.borrow_mut().dispatcher.drain_overflow() {
-        if started.elapsed() >= worker.shared.config.write.queue_timeout {
-            let state = worker.state.borrow();
-            let names: Vec<&str> = state
-                .dispatcher
-                .blocked_backends()
-                .map(|id| worker.shared.config.backends[id].name.as_str())
-                .collect();
+    while !worker.state.borrow_mut().drain_overflow() {
+        if started.elapsed() >= worker.generation().config.write.queue_timeout {
             return Err(ApiError::QueueFull {
-                backends: names.join(", "),
+                backends: worker.state.borrow().blocked_backends().join(", "),
             });
         }
         monoio::time::sleep(ADMISSION_POLL).await;

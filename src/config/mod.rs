@@ -6,6 +6,9 @@
 //! has passed [`Config::validate`]: every later stage may rely on unique backend
 //! names, parseable URLs and routes that only name known backends.
 
+pub mod redis;
+pub mod source;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
@@ -18,7 +21,7 @@ use serde::Deserialize;
 /// The route key that catches every measurement no other route matches.
 pub const DEFAULT_ROUTE: &str = "_default_";
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default)]
@@ -37,7 +40,7 @@ pub struct Config {
     pub spool: Option<SpoolConfig>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     pub listen: String,
@@ -93,7 +96,7 @@ pub enum Driver {
     Epoll,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackendConfig {
     pub name: String,
@@ -116,6 +119,28 @@ pub struct BackendConfig {
         deserialize_with = "deserialize_duration"
     )]
     pub timeout: Duration,
+    /// Takes writes but never serves queries (a replica still catching up,
+    /// or one kept for backups).
+    #[serde(default)]
+    pub write_only: bool,
+    /// Credentials fluxgate uses with this backend. Without them, writes and
+    /// queries carry the client's own credentials (when fluxgate has no
+    /// `[[users]]` of its own) or none.
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<Secret>,
+}
+
+/// A value that must not appear in logs or `Debug` output.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 fn default_writers() -> usize {
@@ -130,7 +155,7 @@ fn default_backend_timeout() -> Duration {
     Duration::from_secs(10)
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WriteConfig {
     pub ack: AckMode,
@@ -173,7 +198,7 @@ impl Default for WriteConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct QueryConfig {
     /// Send DROP, DELETE, GRANT, REVOKE, ALTER, SELECT INTO, ... to every
@@ -207,7 +232,7 @@ pub enum AckMode {
     Durable,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SpoolConfig {
     /// One ring file per backend, `<dir>/<backend>.spool`.
@@ -426,17 +451,20 @@ fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
     }
 }
 
+fn read_file(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
 impl Config {
     /// Reads, parses and validates a config file.
     ///
     /// # Errors
     /// [`ConfigError`] naming the file, the TOML syntax error, or the offending key.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Config::from_toml(&text)
+        Config::from_toml(&read_file(path)?)
     }
 
     /// Parses and validates TOML text.

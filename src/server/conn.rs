@@ -54,14 +54,15 @@ struct Conn {
 /// Serves requests on `stream` until the client closes it, a timeout, an error
 /// that leaves the stream unusable, or shutdown.
 pub async fn serve(stream: TcpStream, worker: &Worker) {
+    // `[server]` cannot change on reload: the connection keeps these.
+    let server = worker.generation().config.server.clone();
     let mut conn = Conn {
         stream,
         buf: Vec::with_capacity(INITIAL_BUFFER_BYTES),
         body: Vec::new(),
         out: Vec::with_capacity(1024),
-        write_timeout: worker.shared.config.server.read_timeout,
+        write_timeout: server.read_timeout,
     };
-    let server = &worker.shared.config.server;
     let max_header_bytes = server.max_header_bytes.as_usize();
     let max_body_bytes = server.max_body_bytes.as_usize();
     loop {
@@ -115,7 +116,7 @@ pub async fn serve(stream: TcpStream, worker: &Worker) {
                 .stream_answer(
                     *answer,
                     &worker.query_connections,
-                    worker.shared.config.query.timeout,
+                    worker.generation().config.query.timeout,
                 )
                 .await;
         }

@@ -13,10 +13,8 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use crossbeam_channel::Sender;
 use monoio::{FusionDriver, IoUringDriver, LegacyDriver, RuntimeBuilder};
 
-use crate::batch::Batch;
 use crate::config::Driver;
 use worker::{Shared, Worker};
 
@@ -37,11 +35,12 @@ impl Server {
     ///
     /// # Errors
     /// When the address cannot be bound or a thread cannot be spawned.
-    pub fn start(shared: Arc<Shared>, queues: &[Sender<Arc<Batch>>]) -> io::Result<Server> {
-        let requested: SocketAddr = shared.config.server.listen.parse().map_err(|_| {
+    pub fn start(shared: Arc<Shared>) -> io::Result<Server> {
+        let config = shared.current.load().config.clone();
+        let requested: SocketAddr = config.server.listen.parse().map_err(|_| {
             io::Error::new(io::ErrorKind::InvalidInput, "server.listen is not ip:port")
         })?;
-        let workers = shared.config.worker_count();
+        let workers = config.worker_count();
         // The first bind resolves port 0; the others join it through SO_REUSEPORT.
         let first = bind_reuseport(requested)?;
         let local_addr = first.local_addr()?;
@@ -53,12 +52,12 @@ impl Server {
         let (started_tx, started_rx) = std::sync::mpsc::channel();
         for (id, listener) in listeners.into_iter().enumerate() {
             let shared = shared.clone();
-            let queues = queues.to_vec();
+            let driver = config.server.driver;
             let started = started_tx.clone();
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("fluxgate-worker-{id}"))
-                    .spawn(move || run_worker(id, shared, queues, listener, &started))?,
+                    .spawn(move || run_worker(id, shared, driver, listener, &started))?,
             );
         }
         // Report a worker that cannot start (no io_uring with driver = "io_uring",
@@ -104,11 +103,10 @@ fn bind_reuseport(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
 fn run_worker(
     id: usize,
     shared: Arc<Shared>,
-    queues: Vec<Sender<Arc<Batch>>>,
+    driver: Driver,
     listener: std::net::TcpListener,
     started: &std::sync::mpsc::Sender<io::Result<&'static str>>,
 ) {
-    let driver = shared.config.server.driver;
     let serve = |driver: &'static str| async move {
         let listener = match monoio::net::TcpListener::from_std(listener) {
             Ok(listener) => listener,
@@ -117,7 +115,7 @@ fn run_worker(
                 return;
             }
         };
-        let worker = Rc::new(Worker::new(id, shared, queues));
+        let worker = Rc::new(Worker::new(id, shared));
         let _ = started.send(Ok(driver));
         worker.run(listener).await;
     };

@@ -14,16 +14,15 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
 use monoio::net::TcpListener;
 
 use crate::batch::{Batch, Batcher};
-use crate::config::Config;
+use crate::control::ReloadRequests;
 use crate::dispatch::Dispatcher;
+use crate::generation::{Current, Generation};
 use crate::lp::gzip::Gunzip;
-use crate::route::Router;
 use crate::shutdown::Shutdown;
-use crate::stats::{BackendStats, WorkerStats};
+use crate::stats::WorkerStats;
 
 /// How often a worker checks for aged batches, overflow and shutdown. A tenth of
 /// the default flush interval: batches leave at most this much later than due.
@@ -32,26 +31,27 @@ const TICK: Duration = Duration::from_millis(10);
 /// Wait after a failed accept (EMFILE and friends) before trying again.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
 
-/// What every worker reads and nobody writes after start-up.
+/// What every worker shares with the others and the control thread.
 pub struct Shared {
-    pub config: Config,
-    /// Where the config came from, for `/status` ("file fluxgate.toml").
-    pub source: String,
-    pub router: Router,
-    /// Per backend, indexed by backend id.
-    pub backends: Arc<[BackendStats]>,
-    /// Per backend, a receiving end of its writer queue (for its depth).
-    pub queues: Vec<Receiver<Arc<Batch>>>,
+    /// The config generation new requests start with.
+    pub current: Arc<Current>,
     /// Per worker, indexed by worker id.
     pub workers: Vec<Arc<WorkerStats>>,
     pub shutdown: Arc<Shutdown>,
     pub started: Instant,
+    /// Where `POST /reload` asks for a reload.
+    pub reloads: ReloadRequests,
 }
 
 /// Buffers and batches of one worker, borrowed by one request at a time.
 pub struct WorkerState {
+    /// The generation this worker's batches and queues belong to.
+    pub generation: Arc<Generation>,
     pub batcher: Batcher,
     pub dispatcher: Dispatcher,
+    /// Dispatchers of earlier generations still holding overflow, each with
+    /// its generation (whose queues it feeds).
+    retiring: Vec<(Arc<Generation>, Dispatcher)>,
     pub gunzip: Gunzip,
     /// Gunzipped request bodies; capacity kept between requests, bounded by
     /// `server.max_decompressed_bytes`.
@@ -72,14 +72,48 @@ pub struct Worker {
     connections: Cell<usize>,
 }
 
+impl WorkerState {
+    /// Moves what it can from overflow into the writer queues, for this and
+    /// earlier generations. Returns true when no overflow is left.
+    pub fn drain_overflow(&mut self) -> bool {
+        self.retiring
+            .retain_mut(|(_, dispatcher)| !dispatcher.drain_overflow());
+        self.dispatcher.drain_overflow() && self.retiring.is_empty()
+    }
+
+    /// Names of the backends whose full queues hold overflow back.
+    pub fn blocked_backends(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = Vec::new();
+        let current = (&self.generation, &self.dispatcher);
+        for (generation, dispatcher) in
+            std::iter::once(current).chain(self.retiring.iter().map(|(g, d)| (g, d)))
+        {
+            for id in dispatcher.blocked_backends() {
+                let name = generation.backend_name(id);
+                if !names.contains(&name) {
+                    names.push(name);
+                }
+            }
+        }
+        names
+    }
+}
+
+fn batcher_for(generation: &Generation) -> Batcher {
+    Batcher::new(
+        generation.router.set_count(),
+        generation.config.write.max_batch_bytes.as_usize(),
+    )
+}
+
 impl Worker {
-    pub fn new(id: usize, shared: Arc<Shared>, queues: Vec<Sender<Arc<Batch>>>) -> Worker {
+    pub fn new(id: usize, shared: Arc<Shared>) -> Worker {
+        let generation = shared.current.load();
         let state = WorkerState {
-            batcher: Batcher::new(
-                shared.router.set_count(),
-                shared.config.write.max_batch_bytes.as_usize(),
-            ),
-            dispatcher: Dispatcher::new(queues),
+            batcher: batcher_for(&generation),
+            dispatcher: Dispatcher::new(generation.queues()),
+            generation,
+            retiring: Vec::new(),
             gunzip: Gunzip::new(),
             decompressed: Vec::new(),
             measurement: Vec::new(),
@@ -95,6 +129,36 @@ impl Worker {
         }
     }
 
+    /// The generation this worker serves with now.
+    pub fn generation(&self) -> Arc<Generation> {
+        self.state.borrow().generation.clone()
+    }
+
+    /// Moves this worker to the latest config generation, if a reload
+    /// published one since. Open batches leave first, routed and queued by
+    /// the generation they were written under; overflow for its queues keeps
+    /// draining in the background.
+    pub fn follow_reloads(&self) {
+        let current = &self.shared.current;
+        if current.id() == self.state.borrow().generation.id {
+            return;
+        }
+        let next = current.load();
+        let state = &mut *self.state.borrow_mut();
+        state.batcher.flush_all();
+        for (set, batch) in state.batcher.take_ready() {
+            state
+                .dispatcher
+                .dispatch(&state.generation.router, set, &batch);
+        }
+        let dispatcher = std::mem::replace(&mut state.dispatcher, Dispatcher::new(next.queues()));
+        state.batcher = batcher_for(&next);
+        let previous = std::mem::replace(&mut state.generation, next);
+        if dispatcher.has_overflow() {
+            state.retiring.push((previous, dispatcher));
+        }
+    }
+
     /// Hands every frozen batch to the dispatcher.
     pub fn dispatch_ready(&self) {
         self.dispatch_ready_into(None);
@@ -105,7 +169,9 @@ impl Worker {
     pub fn dispatch_ready_into(&self, mut frozen: Option<&mut Vec<Arc<Batch>>>) {
         let state = &mut *self.state.borrow_mut();
         for (set, batch) in state.batcher.take_ready() {
-            state.dispatcher.dispatch(&self.shared.router, set, &batch);
+            state
+                .dispatcher
+                .dispatch(&state.generation.router, set, &batch);
             if let Some(frozen) = frozen.as_deref_mut() {
                 frozen.push(batch);
             }
@@ -116,7 +182,7 @@ impl Worker {
     /// connections, flushes every batch and hands it to the writers.
     pub async fn run(self: Rc<Self>, listener: TcpListener) {
         monoio::spawn(self.clone().tick());
-        let max_connections = self.shared.config.max_connections_per_worker();
+        let max_connections = self.generation().config.max_connections_per_worker();
         loop {
             // At the limit, stop accepting: new clients wait in the kernel's
             // backlog instead of each adding a connection buffer here.
@@ -152,12 +218,12 @@ impl Worker {
         // Requests still in flight may wait for batches in overflow: keep
         // moving those into the writer queues while they finish.
         while self.connections.get() > 0 && !shutdown.is_past_deadline() {
-            self.state.borrow_mut().dispatcher.drain_overflow();
+            self.state.borrow_mut().drain_overflow();
             monoio::time::sleep(TICK).await;
         }
         self.state.borrow_mut().batcher.flush_all();
         self.dispatch_ready();
-        while !self.state.borrow_mut().dispatcher.drain_overflow() {
+        while !self.state.borrow_mut().drain_overflow() {
             if shutdown.is_past_deadline() {
                 self.count_overflow_as_lost();
                 return;
@@ -170,9 +236,21 @@ impl Worker {
     /// ended: counted as lost per backend (the process then exits non-zero)
     /// and settled, so no request waits for them.
     fn count_overflow_as_lost(&self) {
-        let mut state = self.state.borrow_mut();
-        for (backend, batch) in state.dispatcher.take_overflow() {
-            let stats = &self.shared.backends[backend];
+        let state = &mut *self.state.borrow_mut();
+        let current = (state.generation.clone(), &mut state.dispatcher);
+        let retiring = state.retiring.iter_mut().map(|(g, d)| (g.clone(), d));
+        let overflow =
+            std::iter::once(current)
+                .chain(retiring)
+                .flat_map(|(generation, dispatcher)| {
+                    dispatcher
+                        .take_overflow()
+                        .into_iter()
+                        .map(move |(backend, batch)| {
+                            (generation.backends[backend].stats.clone(), batch)
+                        })
+                });
+        for (stats, batch) in overflow {
             stats
                 .points_lost
                 .fetch_add(batch.lines as u64, std::sync::atomic::Ordering::Relaxed);
@@ -192,19 +270,22 @@ impl Worker {
 
     /// Background task: flushes aged batches, retries overflow, notices shutdown.
     async fn tick(self: Rc<Self>) {
-        let flush_interval = self.shared.config.write.flush_interval;
         loop {
+            let flush_interval = self.generation().config.write.flush_interval;
             monoio::time::sleep(TICK.min(flush_interval)).await;
             if self.shared.shutdown.is_requested() {
                 self.stopping.fire();
                 return;
             }
+            // An idle worker lets go of an old generation too, so the queues
+            // of removed backends close.
+            self.follow_reloads();
             self.state
                 .borrow_mut()
                 .batcher
                 .flush_aged(Instant::now(), flush_interval);
             self.dispatch_ready();
-            self.state.borrow_mut().dispatcher.drain_overflow();
+            self.state.borrow_mut().drain_overflow();
         }
     }
 }

@@ -24,19 +24,21 @@
 //! On shutdown the writers keep delivering until their queues are empty or the
 //! grace period ends; whatever is still undelivered then is logged as lost.
 
+pub mod backends;
 pub mod client;
 pub mod recovery;
 
-use std::path::Path;
-use std::sync::atomic::Ordering;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
+pub use backends::{BackendHandle, Backends, StartError};
+
 use crate::batch::{Batch, Refusal};
-use crate::config::{BackendConfig, BackendUrl, Config, SpoolConfig, SpoolSync};
+use crate::config::{BackendConfig, BackendUrl, SpoolConfig, SpoolSync};
 use crate::shutdown::Shutdown;
 use crate::spool::{Spool, SpoolError, SpoolOptions};
 use crate::stats::BackendStats;
@@ -51,23 +53,60 @@ const MAX_SPOOL_GROUP: usize = 64;
 /// The sending side of a backend's writer queue.
 pub type Queue = Sender<Arc<Batch>>;
 
+/// A backend's spool, shared by its writers and its recovery thread, and
+/// handed on to the next incarnation of the backend when a reload changes its
+/// settings (the file is locked: only one `Spool` may have it open).
+pub struct SpoolSlot {
+    spool: Mutex<Spool>,
+    pub path: PathBuf,
+    /// Held by the one recovery thread that replays this spool, so a backend
+    /// replaced by a reload never has two replayers acknowledging records.
+    replayer: Mutex<()>,
+}
+
+impl SpoolSlot {
+    pub fn new(spool: Spool, path: PathBuf) -> SpoolSlot {
+        SpoolSlot {
+            spool: Mutex::new(spool),
+            path,
+            replayer: Mutex::new(()),
+        }
+    }
+
+    /// The replay lock, if no other recovery thread holds it.
+    pub fn try_replay(&self) -> Option<MutexGuard<'_, ()>> {
+        match self.replayer.try_lock() {
+            Ok(guard) => Some(guard),
+            Err(std::sync::TryLockError::Poisoned(e)) => Some(e.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
+    }
+}
+
 /// What every thread of one backend shares.
 pub struct BackendShared {
-    pub id: usize,
     pub config: BackendConfig,
     pub url: BackendUrl,
-    pub stats: Arc<[BackendStats]>,
+    pub stats: Arc<BackendStats>,
     /// The backend's spool, when `[spool]` is configured.
-    pub spool: Option<Mutex<Spool>>,
+    pub spool: Option<Arc<SpoolSlot>>,
     pub sync: SpoolSync,
     pub sync_interval: Duration,
     pub shutdown: Arc<Shutdown>,
     pub max_backoff: Duration,
+    /// Set when a reload removed or replaced this backend: its writers finish
+    /// the queue, its recovery thread replays what is left, then both end.
+    pub retired: AtomicBool,
+    /// Set when a reload started a new incarnation of this backend that took
+    /// over its spool: the recovery thread ends at once and hands replay on.
+    pub superseded: AtomicBool,
+    /// Writer threads still running.
+    pub writers_running: AtomicUsize,
 }
 
 impl BackendShared {
     pub fn stats(&self) -> &BackendStats {
-        &self.stats[self.id]
+        &self.stats
     }
 
     pub fn is_up(&self) -> bool {
@@ -87,9 +126,8 @@ impl BackendShared {
     pub fn lock_spool(&self) -> Option<MutexGuard<'_, Spool>> {
         self.spool
             .as_ref()
-            .map(|spool| spool.lock().unwrap_or_else(PoisonError::into_inner))
+            .map(|slot| slot.spool.lock().unwrap_or_else(PoisonError::into_inner))
     }
-
     /// True while the spool holds records not yet replayed.
     pub fn spool_has_records(&self) -> bool {
         self.lock_spool().is_some_and(|spool| !spool.is_empty())
@@ -154,126 +192,6 @@ impl BackendShared {
     }
 }
 
-/// The writer and recovery threads of every backend.
-pub struct Writers {
-    threads: Vec<JoinHandle<()>>,
-    pub stats: Arc<[BackendStats]>,
-    /// A receiving end of each backend's queue, for its depth only: holding it
-    /// does not keep the queue open once the senders are gone.
-    pub queues: Vec<Receiver<Arc<Batch>>>,
-}
-
-/// Why the writers could not start.
-#[derive(Debug)]
-pub enum StartError {
-    Spool {
-        path: std::path::PathBuf,
-        error: SpoolError,
-    },
-    Thread(std::io::Error),
-}
-
-impl std::fmt::Display for StartError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            StartError::Spool { path, error } => write!(f, "spool {}: {error}", path.display()),
-            StartError::Thread(e) => write!(f, "cannot start a writer thread: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for StartError {}
-
-impl Writers {
-    /// Opens each backend's spool (recovering what a previous run left),
-    /// creates its bounded queue and starts its threads. Returns the writers
-    /// and the queues' sending sides, indexed by backend id.
-    ///
-    /// # Errors
-    /// A spool that cannot be opened or created, or a thread that cannot start.
-    pub fn start(
-        config: &Config,
-        shutdown: Arc<Shutdown>,
-    ) -> Result<(Writers, Vec<Queue>), StartError> {
-        let stats: Arc<[BackendStats]> = config
-            .backends
-            .iter()
-            .map(|b| BackendStats::new(&b.name))
-            .collect();
-        let mut threads = Vec::new();
-        let mut queues = Vec::new();
-        let mut receivers = Vec::new();
-        for (id, backend) in config.backends.iter().enumerate() {
-            let spool = match &config.spool {
-                Some(spool_config) => Some(Mutex::new(open_spool(
-                    spool_config,
-                    &backend.name,
-                    &stats[id],
-                )?)),
-                None => None,
-            };
-            let shared = Arc::new(BackendShared {
-                id,
-                config: backend.clone(),
-                url: BackendUrl::parse(&backend.url).expect("validated config"),
-                stats: stats.clone(),
-                spool,
-                sync: config.spool.as_ref().map_or(SpoolSync::None, |s| s.sync),
-                sync_interval: config
-                    .spool
-                    .as_ref()
-                    .map_or(Duration::from_secs(1), |s| s.sync_interval),
-                shutdown: shutdown.clone(),
-                max_backoff: config.write.max_retry_backoff,
-            });
-            if let Some(spool) = shared.lock_spool() {
-                shared.publish_spool_stats(&spool);
-            }
-            let (sender, receiver) = crossbeam_channel::bounded(config.write.queue_batches);
-            queues.push(sender);
-            receivers.push(receiver.clone());
-            for n in 0..backend.writers {
-                let writer = Writer {
-                    client: BackendClient::new(shared.url.clone(), backend.timeout),
-                    queue: receiver.clone(),
-                    backend: shared.clone(),
-                };
-                threads.push(
-                    std::thread::Builder::new()
-                        .name(format!("fluxgate-writer-{}-{n}", backend.name))
-                        .spawn(move || writer.run())
-                        .map_err(StartError::Thread)?,
-                );
-            }
-            let recovery = recovery::Recovery::new(shared);
-            threads.push(
-                std::thread::Builder::new()
-                    .name(format!("fluxgate-recovery-{}", backend.name))
-                    .spawn(move || recovery.run())
-                    .map_err(StartError::Thread)?,
-            );
-        }
-        Ok((
-            Writers {
-                threads,
-                stats,
-                queues: receivers,
-            },
-            queues,
-        ))
-    }
-
-    /// Waits for every writer and recovery thread to finish. Call after every
-    /// sender is dropped and shutdown was requested.
-    pub fn join(self) {
-        for thread in self.threads {
-            if thread.join().is_err() {
-                tracing::error!("a writer thread panicked");
-            }
-        }
-    }
-}
-
 /// Opens `<dir>/<backend>.spool`. A file that is not a spool at all is moved
 /// aside (never overwritten) and a new spool is started, so a damaged disk
 /// file cannot keep the proxy from serving.
@@ -281,7 +199,7 @@ fn open_spool(
     config: &SpoolConfig,
     backend: &str,
     stats: &BackendStats,
-) -> Result<Spool, StartError> {
+) -> Result<SpoolSlot, StartError> {
     let path = config.dir.join(format!("{backend}.spool"));
     let spool_error = |error| StartError::Spool {
         path: path.clone(),
@@ -331,7 +249,7 @@ fn open_spool(
             "spool opened",
         );
     }
-    Ok(spool)
+    Ok(SpoolSlot::new(spool, path))
 }
 
 fn moved_aside_path(path: &Path) -> std::path::PathBuf {
@@ -347,6 +265,27 @@ struct Writer {
     backend: Arc<BackendShared>,
     client: BackendClient,
     queue: Receiver<Arc<Batch>>,
+}
+
+/// Starts one writer thread of `backend` on `queue`.
+fn spawn_writer(
+    backend: &Arc<BackendShared>,
+    queue: Receiver<Arc<Batch>>,
+    n: usize,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let writer = Writer {
+        client: BackendClient::new(backend.url.clone(), backend.config.timeout),
+        queue,
+        backend: backend.clone(),
+    };
+    backend.writers_running.fetch_add(1, Ordering::SeqCst);
+    let spawned = std::thread::Builder::new()
+        .name(format!("fluxgate-writer-{}-{n}", backend.config.name))
+        .spawn(move || writer.run());
+    if spawned.is_err() {
+        backend.writers_running.fetch_sub(1, Ordering::SeqCst);
+    }
+    spawned
 }
 
 enum Outcome {
@@ -365,6 +304,7 @@ impl Writer {
                 self.deliver_with_retries(&batch);
             }
         }
+        self.backend.writers_running.fetch_sub(1, Ordering::SeqCst);
     }
 
     /// Spool mode: send directly while the backend is up and nothing older

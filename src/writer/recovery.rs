@@ -33,9 +33,27 @@ impl Recovery {
     }
 
     pub fn run(mut self) {
+        let backend = self.backend.clone();
+        // The spool's previous replayer (an incarnation a reload replaced)
+        // finishes its current record first.
+        let _replayer = match &backend.spool {
+            Some(slot) => match self.wait_for_replay_turn(slot) {
+                Some(guard) => Some(guard),
+                None => return,
+            },
+            None => None,
+        };
         let mut last_sync = Instant::now();
         let mut last_ping = Instant::now();
         while !self.backend.shutdown.is_requested() {
+            if self.backend.superseded.load(Ordering::SeqCst) {
+                return;
+            }
+            if self.backend.retired.load(Ordering::SeqCst)
+                && super::backends::retirement_done(&self.backend)
+            {
+                return;
+            }
             if self.backend.sync == SpoolSync::Interval
                 && last_sync.elapsed() >= self.backend.sync_interval
             {
@@ -62,6 +80,25 @@ impl Recovery {
         }
         if self.backend.sync != SpoolSync::None {
             self.sync();
+        }
+    }
+
+    /// The spool's replay lock, or None once this incarnation is superseded
+    /// or the process shuts down while waiting for it.
+    fn wait_for_replay_turn<'a>(
+        &self,
+        slot: &'a super::SpoolSlot,
+    ) -> Option<std::sync::MutexGuard<'a, ()>> {
+        loop {
+            if let Some(guard) = slot.try_replay() {
+                return Some(guard);
+            }
+            if self.backend.superseded.load(Ordering::SeqCst)
+                || self.backend.shutdown.is_requested()
+            {
+                return None;
+            }
+            std::thread::sleep(IDLE_POLL);
         }
     }
 
