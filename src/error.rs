@@ -42,6 +42,13 @@ pub enum ApiError {
     },
     /// `ack = "durable"`: a backend refused the points (its status and message).
     BackendRefused(Refusal),
+    /// `POST /reload`: the new config is invalid or changes what needs a restart.
+    ReloadRefused(String),
+    /// `POST /reload`: the config is valid but could not be applied (a spool
+    /// that cannot be opened); the running config stays.
+    ReloadFailed(String),
+    /// Shutting down, or a reload still running.
+    Unavailable(String),
     NotFound,
     MethodNotAllowed,
 }
@@ -55,7 +62,8 @@ impl ApiError {
             )
             | ApiError::Gzip(GzipError::Corrupt)
             | ApiError::BadParameter(_)
-            | ApiError::LinesRejected(_) => 400,
+            | ApiError::LinesRejected(_)
+            | ApiError::ReloadRefused(_) => 400,
             ApiError::NotFound => 404,
             ApiError::MethodNotAllowed => 405,
             ApiError::ReadTimeout => 408,
@@ -64,7 +72,10 @@ impl ApiError {
             | ApiError::Gzip(GzipError::TooLarge { .. }) => 413,
             ApiError::UnsupportedEncoding(_) => 415,
             ApiError::HeadTooLarge { .. } => 431,
-            ApiError::QueueFull { .. } | ApiError::NotDurable { .. } => 503,
+            ApiError::ReloadFailed(_) => 500,
+            ApiError::QueueFull { .. } | ApiError::NotDurable { .. } | ApiError::Unavailable(_) => {
+                503
+            }
             // The backend's own 4xx (a missing database is its 404); anything
             // else it says is a gateway problem.
             ApiError::BackendRefused(refusal) if (400..500).contains(&refusal.status) => {
@@ -134,6 +145,9 @@ impl fmt::Display for ApiError {
                 "backend {} refused the points (HTTP {}): {}",
                 refusal.backend, refusal.status, refusal.message
             ),
+            ApiError::ReloadRefused(reason) => write!(f, "reload refused: {reason}"),
+            ApiError::ReloadFailed(reason) => write!(f, "reload failed: {reason}"),
+            ApiError::Unavailable(reason) => f.write_str(reason),
             ApiError::NotFound => f.write_str("not found"),
             ApiError::MethodNotAllowed => f.write_str("method not allowed"),
         }

@@ -403,3 +403,57 @@ fn write_entries(out: &mut String, entries: &[(&str, hdrhistogram::Histogram<u64
         latency::summary_json(histogram, out);
     }
 }
+
+/// How long `POST /reload` waits for the control thread (opening a new
+/// backend's spool can take a while) before answering 503.
+const RELOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+const RELOAD_POLL: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// `POST /reload`: reads the config source again and applies it. Answers once
+/// the new generation is published (or refused, with the reason).
+pub async fn reload(worker: &Worker) -> Response {
+    use crate::control::{Origin, ReloadError};
+    use crate::error::ApiError;
+    let outcome = worker.shared.reloads.request(Origin::Http);
+    let started = std::time::Instant::now();
+    let result = loop {
+        match outcome.try_recv() {
+            Ok(result) => break result,
+            Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                return ApiError::Unavailable("fluxgate is shutting down".into()).response()
+            }
+            Err(crossbeam_channel::TryRecvError::Empty) if started.elapsed() >= RELOAD_WAIT => {
+                return ApiError::Unavailable(format!(
+                    "reload still running after {}s; see the log for its outcome",
+                    RELOAD_WAIT.as_secs()
+                ))
+                .response()
+            }
+            Err(crossbeam_channel::TryRecvError::Empty) => monoio::time::sleep(RELOAD_POLL).await,
+        }
+    };
+    match result {
+        Ok(applied) => {
+            // This worker serves with the new generation from now on.
+            worker.follow_reloads();
+            let json = serde_json::json!({
+                "generation": applied.generation,
+                "changed": applied.changed,
+                "source": worker.generation().source,
+            });
+            Response {
+                status: 200,
+                body: Body::Json(format!("{json}\n")),
+                retry_after: None,
+                close: false,
+            }
+        }
+        Err(e) => match &*e {
+            ReloadError::Load(_) | ReloadError::NeedsRestart(_) => {
+                ApiError::ReloadRefused(e.to_string()).response()
+            }
+            ReloadError::Start(_) => ApiError::ReloadFailed(e.to_string()).response(),
+            ReloadError::Stopping => ApiError::Unavailable(e.to_string()).response(),
+        },
+    }
+}

@@ -48,9 +48,11 @@ pub async fn handle(worker: &Worker, head: &Head, buf: &[u8], body: &[u8]) -> Re
         (Method::Get | Method::Head, "/status") => admin::status(worker),
         (Method::Get | Method::Head, "/debug/latency") => admin::latency(worker, head.query(buf)),
         (Method::Get | Method::Post, "/query") => query::query(worker, head, buf, body).await,
+        (Method::Post, "/reload") => admin::reload(worker).await,
         (
             _,
-            "/ping" | "/write" | "/health" | "/query" | "/metrics" | "/status" | "/debug/latency",
+            "/ping" | "/write" | "/health" | "/query" | "/metrics" | "/status" | "/debug/latency"
+            | "/reload",
         ) => ApiError::MethodNotAllowed.response(),
         _ => ApiError::NotFound.response(),
     }

@@ -38,9 +38,10 @@ pub const RELOAD_CHANNEL: &str = "fluxgate:reload";
 pub const BACKEND_PREFIX: &str = "b:";
 /// influx-proxy's route lists: `m:<measurement-or-prefix>`.
 pub const ROUTE_PREFIX: &str = "m:";
-/// influx-proxy's per-node settings (listen address, ...), which fluxgate
-/// takes from the local file instead.
-const NODE_KEYS: [&str; 2] = ["default_node", "n:*"];
+/// influx-proxy's per-node settings (listen address, ...): the hash
+/// `default_node` and hashes `n:<node>`. fluxgate takes these from the local file.
+const DEFAULT_NODE_KEY: &str = "default_node";
+const NODE_PREFIX: &str = "n:";
 
 /// A Redis that does not answer a connect within this is reported as down.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -235,18 +236,20 @@ impl RedisSource {
         let text: Option<Vec<u8>> = redis::cmd("GET")
             .arg(CONFIG_KEY)
             .query(&mut conn)
-            .map_err(|e| self.error(e, &format!("GET {CONFIG_KEY}")))?;
-        let backend_keys = self.scan(&mut conn, BACKEND_PREFIX, &mut warnings)?;
-        let route_keys = self.scan(&mut conn, ROUTE_PREFIX, &mut warnings)?;
+            .map_err(|e| self.command_error(e, &format!("GET {CONFIG_KEY}")))?;
 
         if let Some(text) = text {
-            if !backend_keys.is_empty() || !route_keys.is_empty() {
+            let mut ignored = Vec::new();
+            for prefix in [BACKEND_PREFIX, ROUTE_PREFIX] {
+                if self.any_key(&mut conn, prefix)? {
+                    ignored.push(format!("`{prefix}*`"));
+                }
+            }
+            if !ignored.is_empty() {
                 warnings.push(format!(
-                    "both layouts are in Redis: using `{CONFIG_KEY}`; ignored the influx-proxy \
-                     keys ({} `{BACKEND_PREFIX}*`, {} `{ROUTE_PREFIX}*`). Delete them once the \
-                     migration is done",
-                    backend_keys.len(),
-                    route_keys.len()
+                    "both layouts are in Redis: using `{CONFIG_KEY}` and ignoring the \
+                     influx-proxy keys ({}). Delete them once the migration is done",
+                    ignored.join(", ")
                 ));
             }
             let text = String::from_utf8(text).map_err(|_| RedisConfigError::Toml {
@@ -262,6 +265,8 @@ impl RedisSource {
                 warnings,
             });
         }
+        let backend_keys = self.scan(&mut conn, BACKEND_PREFIX, &mut warnings)?;
+        let route_keys = self.scan(&mut conn, ROUTE_PREFIX, &mut warnings)?;
         if backend_keys.is_empty() && route_keys.is_empty() {
             return Err(RedisConfigError::NotFound {
                 target: self.target.clone(),
@@ -274,7 +279,7 @@ impl RedisSource {
             let fields: HashMap<String, String> = redis::cmd("HGETALL")
                 .arg(&key)
                 .query(&mut conn)
-                .map_err(|e| self.error(e, &format!("HGETALL {key}")))?;
+                .map_err(|e| self.command_error(e, &format!("HGETALL {key}")))?;
             // Redis has no empty hashes: an empty answer means the key was
             // deleted since SCAN saw it.
             if !fields.is_empty() {
@@ -289,7 +294,7 @@ impl RedisSource {
                 .arg(0)
                 .arg(-1)
                 .query(&mut conn)
-                .map_err(|e| self.error(e, &format!("LRANGE {key} 0 -1")))?;
+                .map_err(|e| self.command_error(e, &format!("LRANGE {key} 0 -1")))?;
             if !names.is_empty() {
                 routes.insert(name, names);
             }
@@ -317,7 +322,7 @@ impl RedisSource {
             .arg(CONFIG_KEY)
             .arg(toml)
             .query::<()>(&mut conn)
-            .map_err(|e| self.error(e, &format!("SET {CONFIG_KEY}")))
+            .map_err(|e| self.command_error(e, &format!("SET {CONFIG_KEY}")))
     }
 
     /// Announces a reload on [`RELOAD_CHANNEL`]; returns how many subscribers
@@ -331,7 +336,7 @@ impl RedisSource {
             .arg(RELOAD_CHANNEL)
             .arg("reload")
             .query(&mut conn)
-            .map_err(|e| self.error(e, &format!("PUBLISH {RELOAD_CHANNEL}")))
+            .map_err(|e| self.command_error(e, &format!("PUBLISH {RELOAD_CHANNEL}")))
     }
 
     /// Subscribes to [`RELOAD_CHANNEL`] and calls `on_reload` once per
@@ -374,7 +379,7 @@ impl RedisSource {
         let mut pubsub = conn.as_pubsub();
         pubsub
             .subscribe(RELOAD_CHANNEL)
-            .map_err(|e| self.error(e, &subscribe))?;
+            .map_err(|e| self.command_error(e, &subscribe))?;
         if let Some(since) = outage.take() {
             tracing::info!(
                 redis = %self.target,
@@ -386,7 +391,7 @@ impl RedisSource {
         }
         pubsub
             .set_read_timeout(Some(STOP_POLL_INTERVAL))
-            .map_err(|e| self.error(e, &subscribe))?;
+            .map_err(|e| self.command_error(e, &subscribe))?;
         let mut last_heard = Instant::now();
         while !stop.load(Ordering::Relaxed) {
             match pubsub.get_message() {
@@ -400,11 +405,11 @@ impl RedisSource {
                             .set_read_timeout(Some(COMMAND_TIMEOUT))
                             .and_then(|()| pubsub.ping::<()>())
                             .and_then(|()| pubsub.set_read_timeout(Some(STOP_POLL_INTERVAL)))
-                            .map_err(|e| self.error(e, "PING"))?;
+                            .map_err(|e| self.command_error(e, "PING"))?;
                         last_heard = Instant::now();
                     }
                 }
-                Err(e) => return Err(self.error(e, &subscribe)),
+                Err(e) => return Err(self.command_error(e, &subscribe)),
             }
         }
         Ok(())
@@ -415,10 +420,10 @@ impl RedisSource {
         let conn = self
             .client
             .get_connection_with_timeout(CONNECT_TIMEOUT)
-            .map_err(|e| self.error(e, "connect"))?;
+            .map_err(|e| self.connect_error(e))?;
         conn.set_read_timeout(Some(COMMAND_TIMEOUT))
             .and_then(|()| conn.set_write_timeout(Some(COMMAND_TIMEOUT)))
-            .map_err(|e| self.error(e, "connect"))?;
+            .map_err(|e| self.connect_error(e))?;
         Ok(conn)
     }
 
@@ -433,14 +438,7 @@ impl RedisSource {
         let mut names = BTreeSet::new();
         let mut cursor: u64 = 0;
         loop {
-            let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(SCAN_COUNT)
-                .query(conn)
-                .map_err(|e| self.error(e, &format!("SCAN MATCH {pattern}")))?;
+            let (next, keys) = self.scan_step(conn, &pattern, cursor)?;
             for key in keys {
                 match String::from_utf8(key) {
                     // SCAN may return a key twice; the set keeps one.
@@ -462,6 +460,43 @@ impl RedisSource {
         }
     }
 
+    /// Whether any key starts with `prefix`; stops at the first one found.
+    fn any_key(
+        &self,
+        conn: &mut redis::Connection,
+        prefix: &str,
+    ) -> Result<bool, RedisConfigError> {
+        let pattern = format!("{prefix}*");
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys): (u64, Vec<Vec<u8>>) = self.scan_step(conn, &pattern, cursor)?;
+            if !keys.is_empty() {
+                return Ok(true);
+            }
+            if next == 0 {
+                return Ok(false);
+            }
+            cursor = next;
+        }
+    }
+
+    /// One SCAN round trip: the next cursor and a batch of keys.
+    fn scan_step(
+        &self,
+        conn: &mut redis::Connection,
+        pattern: &str,
+        cursor: u64,
+    ) -> Result<(u64, Vec<Vec<u8>>), RedisConfigError> {
+        redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(SCAN_COUNT)
+            .query(conn)
+            .map_err(|e| self.command_error(e, &format!("SCAN MATCH {pattern}")))
+    }
+
     /// influx-proxy's node keys are per instance; fluxgate takes those
     /// settings from the local file, so say they are ignored.
     fn warn_node_keys(
@@ -469,20 +504,18 @@ impl RedisSource {
         conn: &mut redis::Connection,
         warnings: &mut Vec<String>,
     ) -> Result<(), RedisConfigError> {
-        let [default_node, nodes] = NODE_KEYS;
         let mut found: Vec<String> = Vec::new();
         let exists: bool = redis::cmd("EXISTS")
-            .arg(default_node)
+            .arg(DEFAULT_NODE_KEY)
             .query(conn)
-            .map_err(|e| self.error(e, &format!("EXISTS {default_node}")))?;
+            .map_err(|e| self.command_error(e, &format!("EXISTS {DEFAULT_NODE_KEY}")))?;
         if exists {
-            found.push(default_node.to_owned());
+            found.push(DEFAULT_NODE_KEY.to_owned());
         }
-        let prefix = nodes.trim_end_matches('*');
         found.extend(
-            self.scan(conn, prefix, warnings)?
+            self.scan(conn, NODE_PREFIX, warnings)?
                 .into_iter()
-                .map(|name| format!("{prefix}{name}")),
+                .map(|name| format!("{NODE_PREFIX}{name}")),
         );
         if !found.is_empty() {
             warnings.push(format!(
@@ -494,35 +527,42 @@ impl RedisSource {
         Ok(())
     }
 
-    /// Sorts a redis error into the variant an operator can act on.
-    fn error(&self, error: RedisError, command: &str) -> RedisConfigError {
-        let password_given = self.password.is_some();
-        let code = error.code().unwrap_or_default();
-        if error.kind() == redis::ErrorKind::AuthenticationFailed || code == "WRONGPASS" {
-            return RedisConfigError::Auth {
+    /// A failed connect (including AUTH and SELECT, sent while connecting).
+    fn connect_error(&self, error: RedisError) -> RedisConfigError {
+        self.auth_error(&error)
+            .unwrap_or_else(|| RedisConfigError::Connect {
                 target: self.target.clone(),
-                password_given: true,
-            };
-        }
-        if code == "NOAUTH" {
-            return RedisConfigError::Auth {
-                target: self.target.clone(),
-                password_given,
-            };
-        }
-        let reason = self.scrub(error.to_string());
-        if command == "connect" {
-            RedisConfigError::Connect {
-                target: self.target.clone(),
-                reason,
-            }
-        } else {
-            RedisConfigError::Command {
+                reason: self.scrub(error.to_string()),
+            })
+    }
+
+    /// A failed command on an open connection.
+    fn command_error(&self, error: RedisError, command: &str) -> RedisConfigError {
+        self.auth_error(&error)
+            .unwrap_or_else(|| RedisConfigError::Command {
                 target: self.target.clone(),
                 command: command.to_owned(),
-                reason,
-            }
-        }
+                reason: self.scrub(error.to_string()),
+            })
+    }
+
+    /// Password trouble, which the operator fixes with `--redis-password`:
+    /// AUTH refused while connecting, or NOAUTH on the first command when no
+    /// password was sent.
+    fn auth_error(&self, error: &RedisError) -> Option<RedisConfigError> {
+        let code = error.code().unwrap_or_default();
+        let password_given =
+            if error.kind() == redis::ErrorKind::AuthenticationFailed || code == "WRONGPASS" {
+                true
+            } else if code == "NOAUTH" {
+                self.password.is_some()
+            } else {
+                return None;
+            };
+        Some(RedisConfigError::Auth {
+            target: self.target.clone(),
+            password_given,
+        })
     }
 
     /// Removes the password from a text we did not write (belt and braces:

@@ -24,19 +24,23 @@ impl Fluxgate {
     /// Starts fluxgate with `config` (TOML without `[server] listen`, which the
     /// harness sets to 127.0.0.1:0; `server_extra` goes into `[server]`).
     pub fn start(server_extra: &str, config: &str) -> Fluxgate {
+        Self::launch(&[], Some(&Self::config_text(server_extra, config)))
+    }
+
+    /// Starts fluxgate with extra `args` (such as `--redis URL`) and, when
+    /// given, `file` (whole TOML text) as its `--config` file.
+    pub fn launch(args: &[&str], file: Option<&str>) -> Fluxgate {
         let dir = TempDir::new("fluxgate");
         let config_path = dir.path().join("fluxgate.toml");
-        std::fs::write(
-            &config_path,
-            format!("[server]\nlisten = \"127.0.0.1:0\"\n{server_extra}\n{config}"),
-        )
-        .expect("write fluxgate.toml");
         let log_path = dir.path().join("fluxgate.log");
         let log = std::fs::File::create(&log_path).expect("fluxgate.log");
         let mut command = Command::new(Self::binary());
+        if let Some(file) = file {
+            std::fs::write(&config_path, file).expect("write fluxgate.toml");
+            command.arg("--config").arg(&config_path);
+        }
         command
-            .arg("--config")
-            .arg(&config_path)
+            .args(args)
             .env("FLUXGATE_LOG", "info")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -60,6 +64,32 @@ impl Fluxgate {
             addr,
             dir,
         }
+    }
+
+    /// The config file `start` writes: `[server]` listening on 127.0.0.1:0.
+    pub fn config_text(server_extra: &str, config: &str) -> String {
+        format!("[server]\nlisten = \"127.0.0.1:0\"\n{server_extra}\n{config}")
+    }
+
+    /// Replaces the config file (for a reload to read).
+    pub fn rewrite_config(&self, server_extra: &str, config: &str) {
+        std::fs::write(
+            self.dir.path().join("fluxgate.toml"),
+            Self::config_text(server_extra, config),
+        )
+        .expect("rewrite fluxgate.toml");
+    }
+
+    /// Sends `signal` (libc::SIGHUP, ...) to the process.
+    pub fn signal(&self, signal: i32) {
+        let child = self.child.as_ref().expect("running");
+        let pid = i32::try_from(child.id()).expect("pid");
+        // SAFETY: kill(2) with a pid this harness started and still owns.
+        assert_eq!(
+            unsafe { libc::kill(pid, signal) },
+            0,
+            "kill({pid}, {signal})"
+        );
     }
 
     pub fn url(&self, path_and_query: &str) -> String {

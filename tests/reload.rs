@@ -1,0 +1,314 @@
+//! Hot reload from the config file: `POST /reload` and SIGHUP apply a new
+//! config while clients keep writing, and a config that cannot be applied
+//! leaves the running one serving.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::harness::http;
+use crate::harness::{backends, eventually, unique, Fluxgate, Influxd, TempDir};
+
+const LANDING_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn backend(name: &str, port: u16) -> String {
+    format!(
+        "[[backends]]\nname = \"{name}\"\nurl = \"http://127.0.0.1:{port}\"\ncheck_interval = \"100ms\"\ntimeout = \"2s\"\n"
+    )
+}
+
+const WRITE: &str = "[write]\nflush_interval = \"20ms\"\nmax_retry_backoff = \"100ms\"\nshutdown_timeout = \"5s\"\n";
+
+/// A client writing `per_request` numbered points (`mv v=<n> <n>`) per
+/// request, one request after the other, until stopped. Remembers the
+/// points of every request answered 204.
+struct SteadyWriter {
+    stop: Arc<AtomicBool>,
+    acked: Arc<Mutex<Vec<u64>>>,
+    requests: Arc<AtomicU64>,
+    thread: Option<std::thread::JoinHandle<Vec<String>>>,
+}
+
+impl SteadyWriter {
+    fn start(url: String, per_request: u64) -> SteadyWriter {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let requests = Arc::new(AtomicU64::new(0));
+        let thread = {
+            let (stop, acked, requests) = (stop.clone(), acked.clone(), requests.clone());
+            std::thread::spawn(move || {
+                let mut failures = Vec::new();
+                let mut next = 1u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let points: Vec<u64> = (next..next + per_request).collect();
+                    let body: String = points.iter().map(|n| format!("mv v={n} {n}\n")).collect();
+                    let reply = http::post(&url, &[], body.as_bytes());
+                    if reply.status == 204 {
+                        acked.lock().unwrap().extend(points);
+                    } else {
+                        failures.push(format!("{}: {}", reply.status, reply.body));
+                    }
+                    next += per_request;
+                    requests.fetch_add(1, Ordering::Relaxed);
+                }
+                failures
+            })
+        };
+        SteadyWriter {
+            stop,
+            acked,
+            requests,
+            thread: Some(thread),
+        }
+    }
+
+    /// Waits until `more` further requests were answered.
+    fn wait_for_requests(&self, more: u64) {
+        let target = self.requests.load(Ordering::Relaxed) + more;
+        eventually(LANDING_TIMEOUT, "the writer to make progress", || {
+            (self.requests.load(Ordering::Relaxed) >= target).then_some(())
+        });
+    }
+
+    /// Stops the writer; returns the points acknowledged, after asserting
+    /// that every request was.
+    fn finish(mut self) -> Vec<u64> {
+        self.stop.store(true, Ordering::Relaxed);
+        let failures = self.thread.take().unwrap().join().unwrap();
+        assert!(failures.is_empty(), "requests refused: {failures:?}");
+        std::mem::take(&mut *self.acked.lock().unwrap())
+    }
+}
+
+impl Drop for SteadyWriter {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn timestamps(server: &Influxd, db: &str) -> Vec<u64> {
+    server
+        .points(db, "mv")
+        .into_iter()
+        .map(|(_, v)| v as u64)
+        .collect()
+}
+
+fn reload(proxy: &Fluxgate) -> http::Reply {
+    http::post(&proxy.url("/reload"), &[], b"")
+}
+
+fn generation(proxy: &Fluxgate) -> u64 {
+    let status: serde_json::Value =
+        serde_json::from_str(&http::get(&proxy.url("/status")).body).unwrap();
+    status["config"]["generation"]
+        .as_u64()
+        .expect("generation in /status")
+}
+
+#[test]
+fn reloads_move_a_measurement_between_backends_while_a_client_writes() {
+    // `accepted`: a 204 comes before the batch leaves, so batches still open
+    // at a reload are in play too.
+    const WRITE: &str =
+        "[write]\nack = \"accepted\"\nflush_interval = \"50ms\"\nshutdown_timeout = \"5s\"\n";
+    let servers = backends();
+    let db = unique("reload_move");
+    servers.create_database(&db);
+    let (a, b) = (servers.a.http_port, servers.b.http_port);
+    // Generation 1: only backend a.
+    let proxy = Fluxgate::start(
+        "workers = 2",
+        &format!("{}[routes]\nmv = [\"a\"]\n{WRITE}", backend("a", a)),
+    );
+    let writer = SteadyWriter::start(proxy.url(&format!("/write?db={db}&precision=s")), 5);
+    writer.wait_for_requests(20);
+
+    // Generation 2, by POST /reload: backend b is added and mv moves to it.
+    proxy.rewrite_config(
+        "workers = 2",
+        &format!(
+            "{}{}[routes]\nmv = [\"b\"]\n{WRITE}",
+            backend("a", a),
+            backend("b", b)
+        ),
+    );
+    let reply = reload(&proxy);
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let applied: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+    assert_eq!(applied["generation"], 2, "{applied}");
+    assert_eq!(applied["changed"], true, "{applied}");
+    writer.wait_for_requests(20);
+
+    // Generation 3, by SIGHUP: back to a alone; b is removed.
+    proxy.rewrite_config(
+        "workers = 2",
+        &format!("{}[routes]\nmv = [\"a\"]\n{WRITE}", backend("a", a)),
+    );
+    proxy.signal(libc::SIGHUP);
+    eventually(LANDING_TIMEOUT, "SIGHUP to apply generation 3", || {
+        (generation(&proxy) == 3).then_some(())
+    });
+    writer.wait_for_requests(20);
+    let mut acked = writer.finish();
+    acked.sort_unstable();
+
+    // Every acknowledged point is on exactly one backend, and each backend
+    // holds contiguous runs: a, then b, then a again.
+    let (on_a, on_b) = eventually(LANDING_TIMEOUT, "every acknowledged point to land", || {
+        let (on_a, on_b) = (timestamps(&servers.a, &db), timestamps(&servers.b, &db));
+        (on_a.len() + on_b.len() >= acked.len()).then_some((on_a, on_b))
+    });
+    let mut stored: Vec<u64> = on_a.iter().chain(&on_b).copied().collect();
+    stored.sort_unstable();
+    assert_eq!(
+        stored, acked,
+        "points stored (a then b) against points acknowledged"
+    );
+    assert!(!on_b.is_empty(), "nothing was written while mv routed to b");
+    let (first_b, last_b) = (on_b[0], on_b[on_b.len() - 1]);
+    assert_eq!(
+        on_b.len() as u64,
+        last_b - first_b + 1,
+        "b holds one contiguous run"
+    );
+    assert!(
+        on_a.iter().any(|&t| t < first_b),
+        "a got the writes before the first reload"
+    );
+    assert!(
+        on_a.iter().any(|&t| t > last_b),
+        "a got the writes after the second reload"
+    );
+
+    // Unchanged config: nothing to apply, same generation.
+    let reply = reload(&proxy);
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert!(reply.body.contains("\"changed\":false"), "{}", reply.body);
+    assert_eq!(generation(&proxy), 3);
+    let log = proxy.log();
+    assert!(log.contains("reload applied"), "{log}");
+    assert!(log.contains("backend removed"), "{log}");
+}
+
+#[test]
+fn a_config_that_cannot_be_applied_is_refused_and_the_old_one_keeps_serving() {
+    let servers = backends();
+    let db = unique("reload_refused");
+    servers.create_database(&db);
+    let (a, b) = (servers.a.http_port, servers.b.http_port);
+    let good = format!(
+        "{}{}[routes]\nmv = [\"a\"]\n{WRITE}",
+        backend("a", a),
+        backend("b", b)
+    );
+    let proxy = Fluxgate::start("", &good);
+    let write = |n: u64| {
+        http::post(
+            &proxy.url(&format!("/write?db={db}&precision=s")),
+            &[],
+            format!("mv v={n} {n}\n").as_bytes(),
+        )
+    };
+    assert_eq!(write(1).status, 204);
+
+    let broken = [
+        // Not TOML at all.
+        ("", "[[backends]\nname = ".to_owned(), "invalid config"),
+        // A route naming a backend that does not exist.
+        (
+            "",
+            format!("{}[routes]\nmv = [\"nowhere\"]\n", backend("a", a)),
+            "nowhere",
+        ),
+        // A section only a restart can change.
+        ("workers = 7", good.clone(), "restart"),
+    ];
+    for (server_extra, config, reason) in broken {
+        proxy.rewrite_config(server_extra, &config);
+        let reply = reload(&proxy);
+        assert_eq!(reply.status, 400, "{reply:?}");
+        assert!(reply.error().contains("reload refused"), "{reply:?}");
+        assert!(
+            reply.error().contains(reason),
+            "expected {reason:?} in {reply:?}"
+        );
+        assert_eq!(generation(&proxy), 1);
+        assert_eq!(write(2).status, 204, "the old config still serves");
+    }
+    // SIGHUP with a broken config: logged, refused, still serving.
+    proxy.rewrite_config("", "[routes]\nmv = [\"nowhere\"]\n");
+    proxy.signal(libc::SIGHUP);
+    eventually(LANDING_TIMEOUT, "the refusal to be logged", || {
+        (proxy.log().matches("reload refused").count() >= 4).then_some(())
+    });
+    assert_eq!(generation(&proxy), 1);
+    assert_eq!(write(3).status, 204);
+    eventually(LANDING_TIMEOUT, "all points on a", || {
+        (timestamps(&servers.a, &db) == [1, 2, 3]).then_some(())
+    });
+    assert_eq!(servers.b.count(&db, "mv"), 0);
+    let reply = http::get(&proxy.url("/reload"));
+    assert_eq!(reply.status, 405, "{reply:?}");
+}
+
+#[test]
+fn a_removed_backend_keeps_its_spool_until_it_is_replayed() {
+    let a = Influxd::start();
+    let mut b = Influxd::start();
+    let db = unique("reload_retire");
+    a.create_database(&db);
+    b.create_database(&db);
+    let spool = TempDir::new("spool");
+    let spool_section = format!(
+        "[spool]\ndir = \"{}\"\ncapacity = \"16MiB\"\n",
+        spool.path().display()
+    );
+    let both = format!(
+        "{}{}[routes]\nmv = [\"a\", \"b\"]\n{WRITE}{spool_section}",
+        backend("a", a.http_port),
+        backend("b", b.http_port)
+    );
+    let proxy = Fluxgate::start("", &both);
+    b.stop();
+    // Acknowledged while b is down: a has them, b's spool holds them.
+    let body: String = (1..=100).map(|n| format!("mv v={n} {n}\n")).collect();
+    let reply = http::post(
+        &proxy.url(&format!("/write?db={db}&precision=s")),
+        &[],
+        body.as_bytes(),
+    );
+    assert_eq!(reply.status, 204, "{reply:?}");
+    let spool_file = spool.path().join("b.spool");
+    assert!(spool_file.exists());
+
+    // b is removed from the config while its spool still holds the points.
+    proxy.rewrite_config(
+        "",
+        &format!(
+            "{}[routes]\nmv = [\"a\"]\n{WRITE}{spool_section}",
+            backend("a", a.http_port)
+        ),
+    );
+    let reply = reload(&proxy);
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let status = http::get(&proxy.url("/status")).body;
+    assert!(!status.contains("\"name\": \"b\""), "{status}");
+    assert!(
+        spool_file.exists(),
+        "the spool of a removed backend is kept"
+    );
+
+    // Once b is back, the retired backend's spool is replayed into it, and
+    // the empty file is removed.
+    b.restart();
+    eventually(LANDING_TIMEOUT, "b's spooled points to be replayed", || {
+        (b.count(&db, "mv") == 100).then_some(())
+    });
+    eventually(
+        LANDING_TIMEOUT,
+        "the drained spool file to be removed",
+        || (!spool_file.exists()).then_some(()),
+    );
+    assert_eq!(a.count(&db, "mv"), 100);
+}
