@@ -19,6 +19,14 @@ ensure_influxdb() {
   fi
 }
 
+# redis-server for the config-from-Redis tests, from the distribution's package.
+ensure_redis() {
+  if ! command -v redis-server >/dev/null 2>&1; then
+    echo "installing redis-server"
+    install_packages redis-server
+  fi
+}
+
 # Starts influxd in the background with its data under $work/NAME; appends its pid to pids.
 start_influxd() { # name http-port rpc-port
   local dir="$work/$1"

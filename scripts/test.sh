@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 
 . scripts/lib.sh
 ensure_influxdb
+ensure_redis
 ensure_python_influxdb
 
 cargo fmt --all -- --check

@@ -170,6 +170,47 @@ impl fmt::Debug for Credentials<'_> {
     }
 }
 
+/// [`Credentials`] owning their text, to hand to a thread that runs the
+/// slow verification off a worker.
+#[derive(Clone, PartialEq, Eq)]
+pub enum OwnedCredentials {
+    Missing,
+    Password { user: String, password: String },
+    Token(String),
+}
+
+impl OwnedCredentials {
+    pub fn as_credentials(&self) -> Credentials<'_> {
+        match self {
+            OwnedCredentials::Missing => Credentials::Missing,
+            OwnedCredentials::Password { user, password } => Credentials::Password {
+                user: Cow::Borrowed(user),
+                password: Cow::Borrowed(password),
+            },
+            OwnedCredentials::Token(token) => Credentials::Token(token),
+        }
+    }
+}
+
+impl Credentials<'_> {
+    pub fn to_owned_credentials(&self) -> OwnedCredentials {
+        match self {
+            Credentials::Missing => OwnedCredentials::Missing,
+            Credentials::Password { user, password } => OwnedCredentials::Password {
+                user: user.to_string(),
+                password: password.to_string(),
+            },
+            Credentials::Token(token) => OwnedCredentials::Token((*token).to_owned()),
+        }
+    }
+}
+
+impl fmt::Debug for OwnedCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.as_credentials().fmt(f)
+    }
+}
+
 /// Why a request was not authenticated. Every kind is a 401.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthError {
@@ -679,9 +720,13 @@ impl Users {
     /// Checks credentials: from the cache when they were verified before,
     /// otherwise with a full (slow) verification, remembered when it succeeds.
     ///
-    /// A full verification blocks the calling thread for one PBKDF2 run (see
-    /// the crate's tuning notes); [`Users::try_authenticate`] answers only
-    /// what needs no slow work, so that the rest can be sent elsewhere.
+    /// Call it only when [`Users::is_enabled`]: with no users everything fails.
+    ///
+    /// A full verification blocks the calling thread for one PBKDF2 run (about
+    /// 95 ms at [`DEFAULT_ITERATIONS`] in a release build, seconds in a debug
+    /// build); a cache hit costs about 0.2 µs. [`Users::try_authenticate`]
+    /// answers only what needs no slow work, so that the rest can be sent to
+    /// another thread instead of stalling a worker's other connections.
     ///
     /// # Errors
     /// [`AuthError::Missing`], [`AuthError::UsernameRequired`],

@@ -14,6 +14,7 @@ use std::time::SystemTime;
 
 use crossbeam_channel::{Receiver, Sender};
 
+use crate::auth::Users;
 use crate::config::source::{ConfigSource, LoadError, Loaded};
 use crate::config::Config;
 use crate::generation::{Current, Generation};
@@ -175,8 +176,13 @@ impl Control {
         if config.spool.is_none() {
             tracing::warn!("no [spool]: while a backend is down its batches are retried in memory and clients are pushed back (503) once its queue is full");
         }
+        let users = match &self.running {
+            Some(running) if running.config.users == config.users => running.users.clone(),
+            _ => Arc::new(Users::new(&config.users).expect("validated config")),
+        };
         let generation = Arc::new(Generation {
             id: self.running.as_ref().map_or(1, |g| g.id + 1),
+            users,
             router: Router::new(&config),
             source: self.source.describe(),
             applied_at: SystemTime::now(),

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
+use crate::auth::Users;
 use crate::config::Config;
 use crate::route::{BackendId, Router};
 use crate::writer::{BackendHandle, Queue};
@@ -22,6 +23,9 @@ pub struct Generation {
     pub router: Router,
     /// Per backend, indexed like `config.backends`.
     pub backends: Vec<BackendHandle>,
+    /// Proxy users; shared with the next generation while `[[users]]` is
+    /// unchanged, so a reload keeps their verified-credentials cache.
+    pub users: Arc<Users>,
 }
 
 impl Generation {

@@ -25,6 +25,7 @@
 )]
 
 pub mod api;
+pub mod auth;
 pub mod batch;
 pub mod chunked;
 pub mod config;
@@ -32,6 +33,7 @@ pub mod control;
 pub mod dispatch;
 pub mod error;
 pub mod generation;
+pub mod log_limit;
 pub mod lp;
 pub mod query;
 pub mod route;

@@ -14,6 +14,8 @@ mod lifecycle;
 mod observability;
 /// `/query`: routing, fan-out and merge, formats, failover, timeshift, real clients.
 mod query;
+/// Config from Redis: both key layouts, passwords, reloads over pub/sub (real redis-server).
+mod redis_source;
 /// Hot reload: POST /reload and SIGHUP, refused configs, retired backends.
 mod reload;
 /// The spool: outages, crashes, a full spool, damaged files.

@@ -35,9 +35,25 @@ pub struct Config {
     pub write: WriteConfig,
     #[serde(default)]
     pub query: QueryConfig,
-    /// Parsed so that configs written for the spool already load; see `main.rs`.
     #[serde(default)]
     pub spool: Option<SpoolConfig>,
+    /// Proxy users. None: fluxgate checks no credentials and passes the
+    /// client's on to the backends.
+    #[serde(default)]
+    pub users: Vec<crate::auth::UserConfig>,
+    #[serde(default)]
+    pub auth: AuthConfig,
+}
+
+/// What needs credentials once there are `[[users]]`: `/write`, `/query`,
+/// `/status` and `/metrics` need a user; `/reload`, `/debug/*` and admin
+/// statements an admin user.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// `/ping` and `/health` need a user too (load balancers' health checks
+    /// usually send none, so they are open by default).
+    pub ping: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -546,7 +562,14 @@ impl Config {
             if backend.writers == 0 {
                 return Err(invalid(format!("{key}.writers"), "must be at least 1"));
             }
+            if backend.password.is_some() && backend.username.is_none() {
+                return Err(invalid(
+                    format!("{key}.password"),
+                    "a password needs a username",
+                ));
+            }
         }
+        crate::auth::Users::new(&self.users).map_err(|e| invalid(e.key, e.reason))?;
         if let Some(spool) = &self.spool {
             let needed = MIN_SPOOL_CAPACITY.max(4 * self.write.max_batch_bytes.0);
             if spool.capacity.0 < needed {

@@ -9,7 +9,9 @@
 //!   `b:<backend>` (`url`, `timeout`, `interval`, ...) and lists
 //!   `m:<measurement-or-prefix>` of backend names, `m:_default_` the fallback.
 //!   [`influx_proxy_to_toml`] converts them, with a warning for every setting
-//!   that has no meaning or a different scope in fluxgate.
+//!   that has no meaning or a different scope in fluxgate. These keys are read
+//!   one by one (SCAN, then HGETALL / LRANGE), so an edit made during a fetch
+//!   may be seen in part; the next reload sees all of it.
 //!
 //! If both are present the fluxgate key wins. Either way the result is merged
 //! over an optional local TOML file: every top-level key from Redis replaces
@@ -469,7 +471,7 @@ impl RedisSource {
         let pattern = format!("{prefix}*");
         let mut cursor: u64 = 0;
         loop {
-            let (next, keys): (u64, Vec<Vec<u8>>) = self.scan_step(conn, &pattern, cursor)?;
+            let (next, keys) = self.scan_step(conn, &pattern, cursor)?;
             if !keys.is_empty() {
                 return Ok(true);
             }
@@ -696,7 +698,9 @@ const USED_FIELDS: [&str; 6] = [
 /// `query.timeout`, global in fluxgate, are set inside `base`'s `[write]` and
 /// `[query]`, keeping their other keys. A `0` is influx-proxy's "default" and
 /// is treated as not set. Routes naming unknown backends are kept for
-/// `Config::validate` to report.
+/// `Config::validate` to report. Route keys keep their meaning: influx-proxy
+/// also matched them as prefixes (the first match in Go's random map order),
+/// fluxgate takes the longest matching prefix.
 ///
 /// Returns the TOML text and the warnings, in a stable order.
 ///

@@ -20,6 +20,7 @@ use crate::batch::{Batch, Batcher};
 use crate::control::ReloadRequests;
 use crate::dispatch::Dispatcher;
 use crate::generation::{Current, Generation};
+use crate::log_limit::LogLimit;
 use crate::lp::gzip::Gunzip;
 use crate::shutdown::Shutdown;
 use crate::stats::WorkerStats;
@@ -204,7 +205,11 @@ impl Worker {
                     });
                 }
                 Err(e) => {
-                    tracing::warn!(worker = self.id, error = %e, "accept failed; retrying");
+                    // EMFILE under a connection flood repeats at every retry.
+                    static ACCEPT_ERRORS: LogLimit = LogLimit::per_minute(10);
+                    if let Some(suppressed) = ACCEPT_ERRORS.allow() {
+                        tracing::warn!(worker = self.id, error = %e, suppressed, "accept failed; retrying");
+                    }
                     monoio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
                 }
             }

@@ -12,7 +12,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
+use crate::log_limit::LogLimit;
 use latency::LatencyHistogram;
+
+/// Log lines a backend's events may write per minute (transitions, refusals,
+/// a full spool); beyond, they are counted and reported with the next one.
+const BACKEND_LOG_LINES_PER_MINUTE: u64 = 20;
 
 /// The endpoints requests are counted and timed by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,6 +163,9 @@ pub struct BackendStats {
     pub spool_full: AtomicU64,
     /// The last failure or refusal and when (unix seconds), for `/status`.
     last_error: Mutex<Option<(u64, String)>>,
+    /// Shared by this backend's log lines that clients or a flapping backend
+    /// can repeat at will.
+    pub log_limit: LogLimit,
 }
 
 impl BackendStats {
@@ -165,14 +173,18 @@ impl BackendStats {
     pub fn mark_down(&self, reason: &str) {
         self.set_last_error(reason);
         if self.up.swap(false, Ordering::Relaxed) {
-            tracing::warn!(backend = %self.name, %reason, "backend is down");
+            if let Some(suppressed) = self.log_limit.allow() {
+                tracing::warn!(backend = %self.name, %reason, suppressed, "backend is down");
+            }
         }
     }
 
     /// Marks the backend up (logged once per recovery).
     pub fn mark_up(&self) {
         if !self.up.swap(true, Ordering::Relaxed) {
-            tracing::info!(backend = %self.name, "backend is up again");
+            if let Some(suppressed) = self.log_limit.allow() {
+                tracing::info!(backend = %self.name, suppressed, "backend is up again");
+            }
         }
     }
 
@@ -215,6 +227,7 @@ impl BackendStats {
             spool_skipped_records: AtomicU64::new(0),
             spool_full: AtomicU64::new(0),
             last_error: Mutex::new(None),
+            log_limit: LogLimit::per_minute(BACKEND_LOG_LINES_PER_MINUTE),
         }
     }
 }

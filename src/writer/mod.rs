@@ -176,14 +176,17 @@ impl BackendShared {
         let message = response.body_text();
         self.stats()
             .set_last_error(&format!("HTTP {}: {message}", response.status));
-        tracing::warn!(
-            backend = %self.config.name,
-            status = response.status,
-            points = lines,
-            %db,
-            %message,
-            "backend refused a batch; not retried",
-        );
+        if let Some(suppressed) = self.stats().log_limit.allow() {
+            tracing::warn!(
+                backend = %self.config.name,
+                status = response.status,
+                points = lines,
+                %db,
+                %message,
+                suppressed,
+                "backend refused a batch; not retried",
+            );
+        }
         Refusal {
             backend: self.config.name.clone(),
             status: response.status,
@@ -382,13 +385,16 @@ impl Writer {
                 Err(SpoolError::Full { needed, free }) => {
                     if !reported_full {
                         backend.stats().spool_full.fetch_add(1, Ordering::Relaxed);
-                        tracing::error!(
-                            backend = %backend.config.name,
-                            needed,
-                            free,
-                            "spool full: holding writes (clients get 503) until replay makes room; \
-                             raise spool.capacity or bring the backend back",
-                        );
+                        if let Some(suppressed) = backend.stats().log_limit.allow() {
+                            tracing::error!(
+                                backend = %backend.config.name,
+                                needed,
+                                free,
+                                suppressed,
+                                "spool full: holding writes (clients get 503) until replay makes room; \
+                                 raise spool.capacity or bring the backend back",
+                            );
+                        }
                         reported_full = true;
                     }
                     if backend.shutdown.is_past_deadline() {

@@ -5,6 +5,7 @@
 pub mod fluxgate;
 pub mod http;
 pub mod influxd;
+pub mod redis;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
