@@ -398,6 +398,14 @@ fn parse_token(token: &str) -> Result<Credentials<'_>, AuthError> {
     }
 }
 
+/// `Basic base64(user:password)`, for talking to a backend as `user`.
+pub fn basic_authorization(user: &str, password: &str) -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
+}
+
 /// Hashes a password or token for `password_hash` / `token_hash`, with a new
 /// random salt and [`DEFAULT_ITERATIONS`] rounds (this is slow on purpose).
 ///

@@ -47,8 +47,12 @@ pub enum ApiError {
     /// `POST /reload`: the config is valid but could not be applied (a spool
     /// that cannot be opened); the running config stays.
     ReloadFailed(String),
-    /// Shutting down, or a reload still running.
+    /// Shutting down, a reload still running, too many logins at once.
     Unavailable(String),
+    /// No, unreadable or wrong credentials; InfluxDB's text.
+    Unauthorized(crate::auth::AuthError),
+    /// Authenticated, but not allowed (not an admin).
+    Forbidden(String),
     NotFound,
     MethodNotAllowed,
 }
@@ -64,6 +68,8 @@ impl ApiError {
             | ApiError::BadParameter(_)
             | ApiError::LinesRejected(_)
             | ApiError::ReloadRefused(_) => 400,
+            ApiError::Unauthorized(_) => 401,
+            ApiError::Forbidden(_) => 403,
             ApiError::NotFound => 404,
             ApiError::MethodNotAllowed => 405,
             ApiError::ReadTimeout => 408,
@@ -147,7 +153,8 @@ impl fmt::Display for ApiError {
             ),
             ApiError::ReloadRefused(reason) => write!(f, "reload refused: {reason}"),
             ApiError::ReloadFailed(reason) => write!(f, "reload failed: {reason}"),
-            ApiError::Unavailable(reason) => f.write_str(reason),
+            ApiError::Unavailable(reason) | ApiError::Forbidden(reason) => f.write_str(reason),
+            ApiError::Unauthorized(e) => f.write_str(e.message()),
             ApiError::NotFound => f.write_str("not found"),
             ApiError::MethodNotAllowed => f.write_str("method not allowed"),
         }

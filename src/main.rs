@@ -56,7 +56,16 @@ enum Command {
         /// The proxy's address.
         #[arg(long, default_value = "http://127.0.0.1:7076")]
         url: String,
+        /// A fluxgate user, when the proxy has [[users]].
+        #[arg(long)]
+        user: Option<String>,
+        /// That user's password.
+        #[arg(long, env = "FLUXGATE_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
     },
+    /// Read a password or token on stdin and print its hash, for
+    /// `password_hash` / `token_hash` in [[users]].
+    HashPassword,
     /// Move a configuration between a file and Redis.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -85,9 +94,19 @@ fn main() {
         .init();
     let args = Args::parse();
     let outcome = match &args.command {
-        Some(Command::Status { url }) => fluxgate::status::fetch_and_render(url)
-            .map(|table| print!("{table}"))
-            .map_err(anyhow::Error::msg),
+        Some(Command::Status {
+            url,
+            user,
+            password,
+        }) => {
+            let authorization = user.as_deref().map(|user| {
+                fluxgate::auth::basic_authorization(user, password.as_deref().unwrap_or(""))
+            });
+            fluxgate::status::fetch_and_render(url, authorization)
+                .map(|table| print!("{table}"))
+                .map_err(anyhow::Error::msg)
+        }
+        Some(Command::HashPassword) => hash_password(),
         Some(Command::Config(command)) => config_command(&args, command),
         None => run(&args),
     };
@@ -98,6 +117,20 @@ fn main() {
         eprintln!("fluxgate: {e:#}");
         std::process::exit(1);
     }
+}
+
+fn hash_password() -> anyhow::Result<()> {
+    let mut secret = String::new();
+    std::io::stdin()
+        .read_line(&mut secret)
+        .context("cannot read stdin")?;
+    let secret = secret.trim_end_matches(['\r', '\n']);
+    anyhow::ensure!(
+        !secret.is_empty(),
+        "nothing to hash: write the password on stdin"
+    );
+    println!("{}", fluxgate::auth::hash_secret(secret)?);
+    Ok(())
 }
 
 fn redis(args: &Args) -> anyhow::Result<Option<RedisSource>> {

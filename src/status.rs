@@ -17,10 +17,10 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 /// # Errors
 /// A URL that is not `http://host:port`, a proxy that does not answer, or an
 /// answer that is not fluxgate's status JSON.
-pub fn fetch_and_render(url: &str) -> Result<String, String> {
+pub fn fetch_and_render(url: &str, authorization: Option<String>) -> Result<String, String> {
     let url = BackendUrl::parse(url).map_err(|e| format!("--url {url:?}: {e}"))?;
     let authority = url.authority.clone();
-    let mut client = BackendClient::new(url, TIMEOUT);
+    let mut client = BackendClient::new(url, TIMEOUT, authorization);
     let response = client
         .get("/status")
         .map_err(|e| format!("cannot reach fluxgate at {authority}: {e}"))?;

@@ -130,11 +130,12 @@ fn batches_refused_by_a_backend_are_counted_not_retried() {
             .contains("\"points_rejected\":2")
             .then_some(())
     });
-    let log = proxy.log();
-    assert!(
-        log.contains("backend refused a batch") && log.contains("database not found"),
-        "{log}"
-    );
+    // The counter is visible a moment before the log line is written.
+    eventually(Duration::from_secs(10), "the refusal to be logged", || {
+        let log = proxy.log();
+        (log.contains("backend refused a batch") && log.contains("database not found"))
+            .then_some(())
+    });
     let health = http::get(&proxy.url("/health")).body;
     assert!(health.contains("\"retries\":0"), "{health}");
 }

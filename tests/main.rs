@@ -5,6 +5,8 @@ mod harness;
 
 /// The write hot path allocates nothing per line (counting allocator).
 mod allocations;
+/// Proxy users: credentials in every form, admin-only endpoints, backend credentials.
+mod auth;
 
 /// `ack = "durable"`: answers only once backends hold the points.
 mod durable;

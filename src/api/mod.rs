@@ -3,6 +3,7 @@
 //! in one place, `ApiError::response`.
 
 pub mod admin;
+pub mod auth;
 pub mod ping;
 pub mod query;
 pub mod write;
@@ -11,6 +12,7 @@ use crate::error::ApiError;
 use crate::server::request::{Head, Method};
 use crate::server::response::Response;
 use crate::server::worker::Worker;
+use auth::Access;
 
 /// The `Authorization` header to send to backends for a client: its own
 /// header (Basic or Token) as is, or Basic built from its `u` and `p`
@@ -20,16 +22,12 @@ pub fn backend_authorization(
     user: Option<String>,
     password: Option<String>,
 ) -> Option<String> {
-    use base64::Engine;
     match (header, user) {
         (Some(header), _) => Some(header.to_owned()),
-        (None, Some(user)) => {
-            let credentials = format!("{user}:{}", password.unwrap_or_default());
-            Some(format!(
-                "Basic {}",
-                base64::engine::general_purpose::STANDARD.encode(credentials)
-            ))
-        }
+        (None, Some(user)) => Some(crate::auth::basic_authorization(
+            &user,
+            &password.unwrap_or_default(),
+        )),
         (None, None) => None,
     }
 }
@@ -40,6 +38,18 @@ pub async fn handle(worker: &Worker, head: &Head, buf: &[u8], body: &[u8]) -> Re
     // Requests that start after a reload see its config.
     worker.follow_reloads();
     let path = head.path(buf);
+    let generation = worker.generation();
+    let access = match path {
+        "/ping" | "/health" if !generation.config.auth.ping => Access::Open,
+        "/ping" | "/health" | "/write" | "/query" | "/status" | "/metrics" => Access::User,
+        "/reload" | "/debug/latency" => Access::Admin,
+        _ => Access::Open,
+    };
+    let identity = match auth::authorize(&generation, head, buf, access).await {
+        Ok(identity) => identity,
+        Err(e) => return e.response(),
+    };
+    drop(generation);
     match (head.method, path) {
         (Method::Get | Method::Head, "/ping") => ping::ping(head.query(buf)),
         (Method::Post, "/write") => write::write(worker, head, buf, body).await,
@@ -47,7 +57,9 @@ pub async fn handle(worker: &Worker, head: &Head, buf: &[u8], body: &[u8]) -> Re
         (Method::Get | Method::Head, "/metrics") => admin::metrics(worker),
         (Method::Get | Method::Head, "/status") => admin::status(worker),
         (Method::Get | Method::Head, "/debug/latency") => admin::latency(worker, head.query(buf)),
-        (Method::Get | Method::Post, "/query") => query::query(worker, head, buf, body).await,
+        (Method::Get | Method::Post, "/query") => {
+            query::query(worker, head, buf, body, identity.as_ref()).await
+        }
         (Method::Post, "/reload") => admin::reload(worker).await,
         (
             _,

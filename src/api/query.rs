@@ -23,9 +23,11 @@ use std::task::Poll;
 
 use serde_json::Value;
 
+use crate::auth::Identity;
+use crate::error::ApiError;
 use crate::generation::Generation;
 use crate::query::backend::{self, QueryRequest};
-use crate::query::influxql::{self, Statement};
+use crate::query::influxql::{self, Statement, StatementKind};
 use crate::query::merge::{self, error_result};
 use crate::query::plan::{plan, Target};
 use crate::query::timeshift::{self, Shift};
@@ -122,8 +124,14 @@ fn bad_request(message: &str) -> Response {
 }
 
 /// Handles `/query`.
-pub async fn query(worker: &Worker, head: &Head, buf: &[u8], body: &[u8]) -> Response {
-    let params = match QueryParams::parse(head, buf, body) {
+pub async fn query(
+    worker: &Worker,
+    head: &Head,
+    buf: &[u8],
+    body: &[u8],
+    identity: Option<&Identity>,
+) -> Response {
+    let mut params = match QueryParams::parse(head, buf, body) {
         Ok(params) => params,
         Err(response) => return response,
     };
@@ -134,8 +142,19 @@ pub async fn query(worker: &Worker, head: &Head, buf: &[u8], body: &[u8]) -> Res
     // One generation for the whole query: backend ids index its tables.
     let generation = worker.generation();
     let generation = &*generation;
+    if generation.users.is_enabled() {
+        // The client's credentials are fluxgate's own, not the backends'.
+        params.authorization = None;
+    }
     let mut plans = Vec::with_capacity(statements.len());
     for statement in &statements {
+        if let Some(identity) = identity {
+            if requires_admin(statement.kind) {
+                if let Err(refused) = identity.require_admin(statement.text) {
+                    return ApiError::Forbidden(refused.to_string()).response();
+                }
+            }
+        }
         let target = plan(
             statement,
             &generation.router,
@@ -202,7 +221,7 @@ async fn pass_through(
         let request = QueryRequest {
             authority: authority(generation, backend),
             target: params.target(&params.q, params.epoch.as_deref(), true),
-            authorization: params.authorization.clone(),
+            authorization: backend_authorization(generation, backend, params),
             accept: params.csv.then(|| "application/csv".to_owned()),
         };
         match backend::open(
@@ -330,7 +349,7 @@ async fn ask_backend(
     let request = QueryRequest {
         authority: authority(generation, backend),
         target: target.to_owned(),
-        authorization: params.authorization.clone(),
+        authorization: backend_authorization(generation, backend, params),
         accept: None,
     };
     let answer = match backend::fetch(
@@ -433,6 +452,26 @@ fn render(params: &QueryParams, results: Vec<Value>) -> Response {
         retry_after: None,
         close: false,
     }
+}
+
+/// InfluxDB asks for an admin for these (and fluxgate sends them to every backend).
+fn requires_admin(kind: StatementKind) -> bool {
+    kind.is_admin()
+        || matches!(
+            kind,
+            StatementKind::CreateDatabase | StatementKind::CreateRetentionPolicy
+        )
+}
+
+/// The backend's own credentials, or else the client's (without proxy users).
+fn backend_authorization(
+    generation: &Generation,
+    backend: BackendId,
+    params: &QueryParams,
+) -> Option<String> {
+    generation.config.backends[backend]
+        .authorization()
+        .or_else(|| params.authorization.clone())
 }
 
 fn authority(generation: &Generation, backend: BackendId) -> String {

@@ -106,7 +106,11 @@ pub async fn write(worker: &Worker, head: &Head, buf: &[u8], body: &[u8]) -> Res
 }
 
 async fn try_write(worker: &Worker, head: &Head, buf: &[u8], body: &[u8]) -> Result<(), ApiError> {
-    let params = WriteParams::parse(head.query(buf), head.authorization(buf))?;
+    let mut params = WriteParams::parse(head.query(buf), head.authorization(buf))?;
+    if worker.generation().users.is_enabled() {
+        // The client's credentials are fluxgate's own, not the backends'.
+        params.authorization = None;
+    }
     worker
         .stats
         .bytes_received

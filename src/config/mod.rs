@@ -148,6 +148,15 @@ pub struct BackendConfig {
     pub password: Option<Secret>,
 }
 
+impl BackendConfig {
+    /// The `Authorization` header for this backend's own credentials.
+    pub fn authorization(&self) -> Option<String> {
+        let user = self.username.as_deref()?;
+        let password = self.password.as_ref().map_or("", |p| p.0.as_str());
+        Some(crate::auth::basic_authorization(user, password))
+    }
+}
+
 /// A value that must not appear in logs or `Debug` output.
 #[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(transparent)]

@@ -100,6 +100,14 @@ impl Response {
                 }
             }
         }
+        if self.status == 401 {
+            // As InfluxDB: clients that only send credentials when asked do.
+            let _ = write!(
+                out,
+                "WWW-Authenticate: {}\r\n",
+                crate::auth::WWW_AUTHENTICATE
+            );
+        }
         if let Some(seconds) = self.retry_after {
             let _ = write!(out, "Retry-After: {seconds}\r\n");
         }

@@ -67,6 +67,9 @@ impl Response {
 pub struct BackendClient {
     url: BackendUrl,
     timeout: Duration,
+    /// The backend's own credentials (`[[backends]] username`), sent instead
+    /// of any that came with a batch.
+    authorization: Option<String>,
     stream: Option<TcpStream>,
     /// Request head being written, reused.
     head: String,
@@ -75,10 +78,11 @@ pub struct BackendClient {
 }
 
 impl BackendClient {
-    pub fn new(url: BackendUrl, timeout: Duration) -> BackendClient {
+    pub fn new(url: BackendUrl, timeout: Duration, authorization: Option<String>) -> BackendClient {
         BackendClient {
             url,
             timeout,
+            authorization,
             stream: None,
             head: String::with_capacity(512),
             read_buf: Vec::with_capacity(4096),
@@ -111,7 +115,11 @@ impl BackendClient {
         if gzip {
             self.head.push_str("Content-Encoding: gzip\r\n");
         }
-        if let Some(authorization) = &key.authorization {
+        if let Some(authorization) = self
+            .authorization
+            .as_deref()
+            .or(key.authorization.as_deref())
+        {
             self.head.push_str("Authorization: ");
             self.head.push_str(authorization);
             self.head.push_str("\r\n");
@@ -137,6 +145,11 @@ impl BackendClient {
         self.head.push_str(&self.url.path_prefix);
         self.head.push_str(path_and_query);
         self.head.push_str(" HTTP/1.1\r\n");
+        if let Some(authorization) = &self.authorization {
+            self.head.push_str("Authorization: ");
+            self.head.push_str(authorization);
+            self.head.push_str("\r\n");
+        }
         self.request(b"")
     }
 

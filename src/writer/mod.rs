@@ -277,7 +277,11 @@ fn spawn_writer(
     n: usize,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     let writer = Writer {
-        client: BackendClient::new(backend.url.clone(), backend.config.timeout),
+        client: BackendClient::new(
+            backend.url.clone(),
+            backend.config.timeout,
+            backend.config.authorization(),
+        ),
         queue,
         backend: backend.clone(),
     };

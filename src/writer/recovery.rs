@@ -28,7 +28,11 @@ pub struct Recovery {
 
 impl Recovery {
     pub fn new(backend: Arc<BackendShared>) -> Recovery {
-        let client = BackendClient::new(backend.url.clone(), backend.config.timeout);
+        let client = BackendClient::new(
+            backend.url.clone(),
+            backend.config.timeout,
+            backend.config.authorization(),
+        );
         Recovery { backend, client }
     }
 

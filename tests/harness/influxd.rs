@@ -15,6 +15,8 @@ pub struct Influxd {
     pub http_port: u16,
     rpc_port: u16,
     dir: TempDir,
+    /// With `[http] auth-enabled`: the admin user the harness queries as.
+    admin: Option<(String, String)>,
 }
 
 impl Influxd {
@@ -22,12 +24,32 @@ impl Influxd {
     /// A port taken by another process between `free_port` and influxd's bind
     /// (tests run in parallel) is retried with new ports.
     pub fn start() -> Influxd {
+        Self::start_inner(None)
+    }
+
+    /// Starts an influxd that requires credentials, with `user` as its admin.
+    pub fn start_with_auth(user: &str, password: &str) -> Influxd {
+        let influxd = Self::start_inner(Some((user.to_owned(), password.to_owned())));
+        // With no users yet, InfluxDB lets anyone create the first admin.
+        let reply = http::post_form(
+            &influxd.url("/query"),
+            &[(
+                "q",
+                &format!("CREATE USER \"{user}\" WITH PASSWORD '{password}' WITH ALL PRIVILEGES"),
+            )],
+        );
+        assert_eq!(reply.status, 200, "create admin: {}", reply.body);
+        influxd
+    }
+
+    fn start_inner(admin: Option<(String, String)>) -> Influxd {
         let dir = TempDir::new("influxd");
         let mut influxd = Influxd {
             child: None,
             http_port: free_port(),
             rpc_port: free_port(),
             dir,
+            admin,
         };
         for _ in 0..START_ATTEMPTS {
             match influxd.try_restart() {
@@ -67,6 +89,7 @@ bind-address = "127.0.0.1:{rpc}"
 [http]
   bind-address = "127.0.0.1:{http}"
   log-enabled = false
+  auth-enabled = {auth}
 [continuous_queries]
   enabled = false
 [subscriber]
@@ -74,7 +97,8 @@ bind-address = "127.0.0.1:{rpc}"
 "#,
             rpc = self.rpc_port,
             http = self.http_port,
-            dir = path.display()
+            dir = path.display(),
+            auth = self.admin.is_some()
         );
         let config_path = path.join("influxd.conf");
         std::fs::write(&config_path, config).expect("write influxd.conf");
@@ -125,10 +149,12 @@ bind-address = "127.0.0.1:{rpc}"
 
     /// Runs InfluxQL and returns the JSON answer, times in `epoch` ns.
     pub fn query(&self, db: &str, q: &str) -> serde_json::Value {
-        let reply = http::post_form(
-            &self.url("/query"),
-            &[("db", db), ("q", q), ("epoch", "ns")],
-        );
+        // InfluxDB reads u and p from the URL only (test names need no escaping).
+        let path = match &self.admin {
+            Some((user, password)) => format!("/query?u={user}&p={password}"),
+            None => "/query".to_owned(),
+        };
+        let reply = http::post_form(&self.url(&path), &[("db", db), ("q", q), ("epoch", "ns")]);
         assert_eq!(reply.status, 200, "query {q:?} failed: {}", reply.body);
         serde_json::from_str(&reply.body).expect("JSON answer")
     }

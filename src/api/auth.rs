@@ -1,0 +1,140 @@
+//! Who is asking: proxy users, checked at the edge before a handler runs.
+//!
+//! Credentials are read the ways InfluxDB reads them (`u`/`p` in the URL,
+//! Basic, `Token user:password`, `Token <api token>`). A verification seen
+//! before is answered on the worker from `Users`' cache; a new one runs
+//! PBKDF2 (about 0.1 s) on the verifier thread, so a wrong password never
+//! stalls the worker's other connections.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
+
+use crate::auth::{AuthError, Identity, OwnedCredentials, Users};
+use crate::error::ApiError;
+use crate::generation::Generation;
+use crate::server::request::Head;
+use crate::urlencoded;
+
+/// What an endpoint asks of its caller once there are `[[users]]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Open,
+    User,
+    Admin,
+}
+
+/// Slow verifications waiting for the verifier thread; beyond, 503: a
+/// password-guessing flood costs its senders, not every client.
+const VERIFIER_QUEUE: usize = 256;
+const VERIFY_POLL: Duration = Duration::from_millis(2);
+
+struct Verification {
+    users: Arc<Users>,
+    credentials: OwnedCredentials,
+    reply: Sender<Result<Identity, AuthError>>,
+}
+
+/// Checks the request's credentials against `access`. `None` when fluxgate
+/// has no users (or the endpoint is open): everything is allowed.
+///
+/// # Errors
+/// 401 (`ApiError::Unauthorized`) for missing, unreadable or wrong
+/// credentials, 403 for a user that is not an admin where one is needed.
+pub async fn authorize(
+    generation: &Generation,
+    head: &Head,
+    buf: &[u8],
+    access: Access,
+) -> Result<Option<Identity>, ApiError> {
+    if access == Access::Open || !generation.users.is_enabled() {
+        return Ok(None);
+    }
+    let (user, password) = user_and_password(head.query(buf));
+    let credentials = crate::auth::credentials(
+        head.authorization(buf),
+        user.as_deref(),
+        password.as_deref(),
+    )
+    .map_err(ApiError::Unauthorized)?;
+    let identity = match generation.users.try_authenticate(&credentials) {
+        Some(outcome) => outcome,
+        None => verify_off_worker(&generation.users, credentials.to_owned_credentials()).await?,
+    }
+    .map_err(ApiError::Unauthorized)?;
+    if access == Access::Admin && !identity.admin {
+        return Err(ApiError::Forbidden(format!(
+            "{} is not an admin: this endpoint requires admin privilege",
+            identity.name
+        )));
+    }
+    Ok(Some(identity))
+}
+
+/// The decoded `u` and `p` query parameters (InfluxDB reads them from the URL only).
+fn user_and_password(query: &str) -> (Option<String>, Option<String>) {
+    let (mut user, mut password) = (None, None);
+    for (key, value) in urlencoded::pairs(query) {
+        match key {
+            "u" => user = urlencoded::decode(value),
+            "p" => password = urlencoded::decode(value),
+            _ => {}
+        }
+    }
+    (user, password)
+}
+
+async fn verify_off_worker(
+    users: &Arc<Users>,
+    credentials: OwnedCredentials,
+) -> Result<Result<Identity, AuthError>, ApiError> {
+    let (reply, outcome): (_, Receiver<Result<Identity, AuthError>>) =
+        crossbeam_channel::bounded(1);
+    let job = Verification {
+        users: users.clone(),
+        credentials,
+        reply,
+    };
+    match verifier().try_send(job) {
+        Ok(()) => {}
+        Err(TrySendError::Full(_)) => {
+            return Err(ApiError::Unavailable(
+                "too many authentications in progress; retry later".into(),
+            ))
+        }
+        Err(TrySendError::Disconnected(_)) => {
+            return Err(ApiError::Unavailable("the verifier thread stopped".into()))
+        }
+    }
+    loop {
+        match outcome.try_recv() {
+            Ok(result) => return Ok(result),
+            Err(TryRecvError::Empty) => monoio::time::sleep(VERIFY_POLL).await,
+            Err(TryRecvError::Disconnected) => {
+                return Err(ApiError::Unavailable("the verifier thread stopped".into()))
+            }
+        }
+    }
+}
+
+/// The verifier thread's queue, started on first use.
+fn verifier() -> &'static Sender<Verification> {
+    static QUEUE: OnceLock<Sender<Verification>> = OnceLock::new();
+    QUEUE.get_or_init(|| {
+        let (sender, jobs) = crossbeam_channel::bounded::<Verification>(VERIFIER_QUEUE);
+        let spawned = std::thread::Builder::new()
+            .name("fluxgate-verifier".into())
+            .spawn(move || {
+                for job in jobs {
+                    let outcome = job.users.authenticate(&job.credentials.as_credentials());
+                    let _ = job.reply.send(outcome);
+                }
+            });
+        if let Err(e) = spawned {
+            // The queue's receiver is gone with the closure: requests get 503.
+            tracing::error!(error = %e, "cannot start the password verifier thread");
+        }
+        sender
+    })
+}
