@@ -10,6 +10,8 @@ mod auth;
 
 /// `ack = "durable"`: answers only once backends hold the points.
 mod durable;
+/// A fleet sharing its config in Redis: both layouts, pub/sub reloads, import/export.
+mod fleet;
 /// Process-level behaviour: config errors at start-up, shutdown draining.
 mod lifecycle;
 /// `/metrics` and `/debug/latency`.

@@ -6,6 +6,7 @@ pub mod fluxgate;
 pub mod http;
 pub mod influxd;
 pub mod redis;
+pub mod steady;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
