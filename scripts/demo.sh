@@ -44,7 +44,9 @@ for port in 18086 18087; do
 done
 
 echo "== starting fluxgate (:7076) with examples/fluxgate.toml"
-./target/release/fluxgate --config examples/fluxgate.toml >"$work/fluxgate.log" 2>&1 &
+# A copy, so the hot reload below can change it.
+cp examples/fluxgate.toml "$work/fluxgate.toml"
+./target/release/fluxgate --config "$work/fluxgate.toml" >"$work/fluxgate.log" 2>&1 &
 pids+=($!)
 wait_ping 7076 fluxgate
 cat "$work/fluxgate.log"
@@ -79,6 +81,14 @@ done
 echo "== reading through fluxgate with the influx CLI (SHOW MEASUREMENTS is merged from both backends)"
 influx -host 127.0.0.1 -port 7076 -database demo -precision rfc3339 \
   -execute 'SELECT * FROM cpu; SHOW MEASUREMENTS'
+echo
+echo "== hot reload: route cpu to b instead of a, without a restart"
+sed -i 's/^"cpu" = \["a"\]/"cpu" = ["b"]/' "$work/fluxgate.toml"
+show curl -s -XPOST http://127.0.0.1:7076/reload
+show curl -s -w '%{http_code}\n' -XPOST 'http://127.0.0.1:7076/write?db=demo&precision=s' \
+  --data-binary 'cpu,host=web3 usage=3.5 1700000060'
+echo "-- backend b (:18087) now has cpu too"
+influx -host 127.0.0.1 -port 18087 -database demo -precision rfc3339 -execute 'SELECT * FROM cpu'
 echo
 echo "== fluxgate status"
 ./target/release/fluxgate status --url http://127.0.0.1:7076

@@ -41,10 +41,11 @@ pub fn render(status: &Value) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "fluxgate {}  up {}  config: {}  ack: {}  workers: {}",
+        "fluxgate {}  up {}  config: {} (generation {})  ack: {}  workers: {}",
         status["version"].as_str().unwrap_or("?"),
         human_duration(status["uptime_seconds"].as_u64().unwrap_or(0)),
         status["config"]["source"].as_str().unwrap_or("?"),
+        status["config"]["generation"],
         status["config"]["ack"].as_str().unwrap_or("?"),
         status["workers"],
     );
@@ -87,6 +88,7 @@ pub fn render(status: &Value) -> String {
         let state = match (b["up"].as_bool(), spool["records"].as_u64()) {
             (Some(false), _) => "DOWN",
             (_, Some(n)) if n > 0 => "replaying",
+            _ if b["write_only"] == true => "up (write-only)",
             _ => "up",
         };
         let last_error = b["last_error"]["message"]
@@ -149,7 +151,7 @@ mod tests {
     fn renders_a_table_row_per_backend() {
         let status = serde_json::json!({
             "version": "0.1.0", "uptime_seconds": 3700, "workers": 2,
-            "config": {"source": "file f.toml", "ack": "durable"},
+            "config": {"source": "file f.toml", "generation": 3, "ack": "durable"},
             "points_received": 10, "points_invalid": 1,
             "backends": [
                 {"name": "a", "up": true, "queue_batches": 0, "points_written": 9, "points_spooled": 0,
@@ -165,7 +167,7 @@ mod tests {
         let lines: Vec<&str> = table.lines().collect();
         assert_eq!(
             lines[0],
-            "fluxgate 0.1.0  up 1h1m  config: file f.toml  ack: durable  workers: 2"
+            "fluxgate 0.1.0  up 1h1m  config: file f.toml (generation 3)  ack: durable  workers: 2"
         );
         assert!(
             lines[3].starts_with("BACKEND  STATE  QUEUE  SPOOL"),
