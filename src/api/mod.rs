@@ -49,16 +49,15 @@ pub async fn handle(worker: &Worker, head: &Head, buf: &[u8], body: &[u8]) -> Re
         Ok(identity) => identity,
         Err(e) => return e.response(),
     };
-    drop(generation);
     match (head.method, path) {
         (Method::Get | Method::Head, "/ping") => ping::ping(head.query(buf)),
-        (Method::Post, "/write") => write::write(worker, head, buf, body).await,
+        (Method::Post, "/write") => write::write(worker, &generation, head, buf, body).await,
         (Method::Get | Method::Head, "/health") => ping::health(worker),
         (Method::Get | Method::Head, "/metrics") => admin::metrics(worker),
         (Method::Get | Method::Head, "/status") => admin::status(worker),
         (Method::Get | Method::Head, "/debug/latency") => admin::latency(worker, head.query(buf)),
         (Method::Get | Method::Post, "/query") => {
-            query::query(worker, head, buf, body, identity.as_ref()).await
+            query::query(worker, &generation, head, buf, body, identity.as_ref()).await
         }
         (Method::Post, "/reload") => admin::reload(worker).await,
         (

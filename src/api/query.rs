@@ -126,6 +126,7 @@ fn bad_request(message: &str) -> Response {
 /// Handles `/query`.
 pub async fn query(
     worker: &Worker,
+    generation: &Generation,
     head: &Head,
     buf: &[u8],
     body: &[u8],
@@ -140,8 +141,6 @@ pub async fn query(
         Err(e) => return bad_request(&format!("error parsing query: {e}")),
     };
     // One generation for the whole query: backend ids index its tables.
-    let generation = worker.generation();
-    let generation = &*generation;
     if generation.users.is_enabled() {
         // The client's credentials are fluxgate's own, not the backends'.
         params.authorization = None;

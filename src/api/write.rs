@@ -17,6 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::batch::{Batch, Batcher, Target};
 use crate::config::AckMode;
 use crate::error::ApiError;
+use crate::generation::Generation;
 use crate::lp::line::{parse_line, unescape_measurement};
 use crate::lp::precision::Precision;
 use crate::lp::scan::scan_lines;
@@ -98,16 +99,31 @@ impl WriteParams {
 }
 
 /// Handles `POST /write`.
-pub async fn write(worker: &Worker, head: &Head, buf: &[u8], body: &[u8]) -> Response {
-    match try_write(worker, head, buf, body).await {
+pub async fn write(
+    worker: &Worker,
+    generation: &Generation,
+    head: &Head,
+    buf: &[u8],
+    body: &[u8],
+) -> Response {
+    match try_write(worker, generation, head, buf, body).await {
         Ok(()) => Response::no_content(),
         Err(e) => e.response(),
     }
 }
 
-async fn try_write(worker: &Worker, head: &Head, buf: &[u8], body: &[u8]) -> Result<(), ApiError> {
+/// `generation` is the one the request started with (its ack mode and users);
+/// lines are routed and batched by the worker's, which is the same unless a
+/// reload lands while the request waits for admission.
+async fn try_write(
+    worker: &Worker,
+    generation: &Generation,
+    head: &Head,
+    buf: &[u8],
+    body: &[u8],
+) -> Result<(), ApiError> {
     let mut params = WriteParams::parse(head.query(buf), head.authorization(buf))?;
-    if worker.generation().users.is_enabled() {
+    if generation.users.is_enabled() {
         // The client's credentials are fluxgate's own, not the backends'.
         params.authorization = None;
     }
@@ -115,7 +131,7 @@ async fn try_write(worker: &Worker, head: &Head, buf: &[u8], body: &[u8]) -> Res
         .stats
         .bytes_received
         .fetch_add(body.len() as u64, Ordering::Relaxed);
-    admit(worker).await?;
+    admit(worker, generation.config.write.queue_timeout).await?;
     let received = SystemTime::now();
     let report = {
         let state = &mut *worker.state.borrow_mut();
@@ -157,8 +173,7 @@ async fn try_write(worker: &Worker, head: &Head, buf: &[u8], body: &[u8]) -> Res
         }
         report
     };
-    let write_config = worker.generation().config.write.clone();
-    if write_config.ack == AckMode::Accepted {
+    if generation.config.write.ack == AckMode::Accepted {
         worker.dispatch_ready();
         return report.into_result();
     }
@@ -167,7 +182,7 @@ async fn try_write(worker: &Worker, head: &Head, buf: &[u8], body: &[u8]) -> Res
     worker.state.borrow_mut().batcher.flush_request();
     let mut frozen = Vec::new();
     worker.dispatch_ready_into(Some(&mut frozen));
-    wait_until_settled(&frozen, write_config.ack_timeout).await?;
+    wait_until_settled(&frozen, generation.config.write.ack_timeout).await?;
     report.into_result()
 }
 
@@ -196,10 +211,10 @@ const RETAINED_DECOMPRESSED_BYTES: usize = 16 << 20;
 /// Waits while batches of this worker wait for full writer queues: a write is
 /// only admitted once everything accepted before it has a place in a queue, so
 /// a slow or down backend pushes back on clients instead of growing memory.
-async fn admit(worker: &Worker) -> Result<(), ApiError> {
+async fn admit(worker: &Worker, queue_timeout: Duration) -> Result<(), ApiError> {
     let started = Instant::now();
     while !worker.state.borrow_mut().drain_overflow() {
-        if started.elapsed() >= worker.generation().config.write.queue_timeout {
+        if started.elapsed() >= queue_timeout {
             return Err(ApiError::QueueFull {
                 backends: worker.state.borrow().blocked_backends().join(", "),
             });
