@@ -103,6 +103,7 @@ impl ReloadRequests {
 
 pub struct Control {
     source: ConfigSource,
+    shutdown: Arc<Shutdown>,
     backends: Backends,
     current: Option<Arc<Current>>,
     /// The generation last applied.
@@ -115,7 +116,8 @@ impl Control {
     pub fn new(source: ConfigSource, shutdown: Arc<Shutdown>) -> Control {
         Control {
             source,
-            backends: Backends::new(shutdown),
+            backends: Backends::new(shutdown.clone()),
+            shutdown,
             current: None,
             running: None,
             warned: HashSet::new(),
@@ -145,6 +147,11 @@ impl Control {
     /// # Errors
     /// Why the new config was refused; the running one stays.
     pub fn reload(&mut self) -> Result<Applied, ReloadError> {
+        // Workers may be gone already: a new generation would serve nobody,
+        // and new backends would start while the old ones drain.
+        if self.shutdown.is_requested() {
+            return Err(ReloadError::Stopping);
+        }
         let loaded = self.source.load().map_err(ReloadError::Load)?;
         let generation = self.apply(loaded)?;
         let changed = generation.is_some();
@@ -175,6 +182,11 @@ impl Control {
         let backends = self.backends.apply(&config).map_err(ReloadError::Start)?;
         if config.spool.is_none() {
             tracing::warn!("no [spool]: while a backend is down its batches are retried in memory and clients are pushed back (503) once its queue is full");
+        }
+        if config.users.is_empty() {
+            for backend in config.backends.iter().filter(|b| b.username.is_some()) {
+                tracing::warn!(backend = %backend.name, "backend has its own credentials but fluxgate has no [[users]]: every client, without credentials, acts with this backend's");
+            }
         }
         let users = match &self.running {
             Some(running) if running.config.users == config.users => running.users.clone(),
@@ -216,6 +228,14 @@ impl Control {
                             ?origins,
                             "reload applied",
                         ),
+                        // Pub/sub also reloads after (re)subscribing, in case a
+                        // message was missed: usually there was none.
+                        Ok(applied) if origins.iter().all(|o| *o == Origin::PubSub) => {
+                            tracing::debug!(
+                                generation = applied.generation,
+                                "reload: config unchanged"
+                            );
+                        }
                         Ok(applied) => tracing::info!(
                             generation = applied.generation,
                             ?origins,

@@ -368,12 +368,14 @@ fn watch_calls_back_once_per_published_reload() {
     let server = RedisServer::start();
     let watcher = Watcher::start(source(&server));
     let publisher = source(&server);
+    // Once subscribed, one reload for whatever was published before (the
+    // caller read its config before the subscription existed), then one per message.
     publish_until_received(&publisher);
-    watcher.wait_for_reloads(1);
+    watcher.wait_for_reloads(2);
     assert_eq!(publisher.publish_reload().unwrap(), 1);
     assert_eq!(publisher.publish_reload().unwrap(), 1);
-    watcher.wait_for_reloads(3);
-    assert_eq!(watcher.stop(), 3);
+    watcher.wait_for_reloads(4);
+    assert_eq!(watcher.stop(), 4);
     assert_eq!(
         publisher.publish_reload().unwrap(),
         0,
@@ -387,21 +389,22 @@ fn watch_reconnects_after_a_redis_restart_and_reloads_once() {
     let watcher = Watcher::start(source(&server));
     let publisher = source(&server);
     publish_until_received(&publisher);
-    watcher.wait_for_reloads(1);
+    // The first subscription's catch-up reload, then the published one.
+    watcher.wait_for_reloads(2);
 
     server.stop();
     server.restart();
     // One catch-up reload for whatever was published while it was away, then
     // the published one.
     publish_until_received(&publisher);
-    watcher.wait_for_reloads(3);
+    watcher.wait_for_reloads(4);
 
     // Stopping works in the middle of an outage too (watch is backing off).
     server.stop();
     assert!(publisher.publish_reload().is_err());
     assert_eq!(
         watcher.stop(),
-        3,
+        4,
         "no reload for an outage it never recovered from"
     );
 }

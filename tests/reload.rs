@@ -236,3 +236,102 @@ fn a_removed_backend_keeps_its_spool_until_it_is_replayed() {
     );
     assert_eq!(a.count(&db, "mv"), 100);
 }
+
+#[test]
+fn a_reload_that_fails_half_way_leaves_the_running_backends_whole() {
+    let mut a = Influxd::start();
+    let db = unique("reload_half");
+    a.create_database(&db);
+    let spool = TempDir::new("spool");
+    let spool_section = format!(
+        "[spool]\ndir = \"{}\"\ncapacity = \"16MiB\"\n",
+        spool.path().display()
+    );
+    let proxy = Fluxgate::start(
+        "",
+        &format!(
+            "{}[routes]\nmv = [\"a\"]\n{WRITE}{spool_section}",
+            backend("a", a.http_port)
+        ),
+    );
+    // The reload changes a (a new incarnation takes over its spool) and adds
+    // c, whose spool cannot be opened: another process (this test) holds it.
+    let options = fluxgate::spool::SpoolOptions {
+        capacity: 16 << 20,
+        compress: true,
+    };
+    let _held = fluxgate::spool::Spool::open(&spool.path().join("c.spool"), options).unwrap();
+    let changed_a = format!(
+        "[[backends]]\nname = \"a\"\nurl = \"http://127.0.0.1:{}\"\ncheck_interval = \"100ms\"\ntimeout = \"3s\"\n",
+        a.http_port
+    );
+    proxy.rewrite_config(
+        "",
+        &format!(
+            "{changed_a}{}[routes]\nmv = [\"a\"]\nother = [\"c\"]\n{WRITE}{spool_section}",
+            backend("c", a.http_port)
+        ),
+    );
+    let reply = reload(&proxy);
+    assert_eq!(reply.status, 500, "{reply:?}");
+    assert!(reply.error().contains("c.spool"), "{reply:?}");
+    assert_eq!(generation(&proxy), 1);
+
+    // a still spools while it is down and replays once it is back.
+    a.stop();
+    let body: String = (1..=50).map(|n| format!("mv v={n} {n}\n")).collect();
+    let reply = http::post(
+        &proxy.url(&format!("/write?db={db}&precision=s")),
+        &[],
+        body.as_bytes(),
+    );
+    assert_eq!(reply.status, 204, "{reply:?}");
+    assert!(spool.path().join("a.spool").exists());
+    a.restart();
+    eventually(LANDING_TIMEOUT, "a's spooled points to be replayed", || {
+        (a.count(&db, "mv") == 50).then_some(())
+    });
+    assert!(spool.path().join("a.spool").exists(), "a's spool is kept");
+}
+
+#[test]
+fn removing_a_dead_backend_lets_writes_through_again() {
+    let servers = backends();
+    let db = unique("reload_dead");
+    servers.create_database(&db);
+    let dead = crate::harness::free_port();
+    let write = "[write]\nack = \"accepted\"\nflush_interval = \"10ms\"\nqueue_batches = 1\nqueue_timeout = \"500ms\"\nmax_retry_backoff = \"100ms\"\nshutdown_timeout = \"1s\"\n";
+    let proxy = Fluxgate::start(
+        "workers = 1",
+        &format!(
+            "{}{}[routes]\nmv = [\"a\", \"b\"]\n{write}",
+            backend("a", servers.a.http_port),
+            backend("b", dead)
+        ),
+    );
+    // Without a spool, b's queue fills and writes are pushed back.
+    let post = |n: u64| {
+        http::post(
+            &proxy.url(&format!("/write?db={db}&precision=s")),
+            &[],
+            format!("mv v={n} {n}\n").as_bytes(),
+        )
+    };
+    let mut n = 0;
+    eventually(LANDING_TIMEOUT, "writes to be pushed back", || {
+        n += 1;
+        (post(n).status == 503).then_some(())
+    });
+    proxy.rewrite_config(
+        "workers = 1",
+        &format!(
+            "{}[routes]\nmv = [\"a\"]\n{write}",
+            backend("a", servers.a.http_port)
+        ),
+    );
+    assert_eq!(reload(&proxy).status, 200);
+    for m in 1..=5 {
+        let reply = post(1000 + m);
+        assert_eq!(reply.status, 204, "{reply:?}");
+    }
+}

@@ -6,6 +6,7 @@
 //! PBKDF2 (about 0.1 s) on the verifier thread, so a wrong password never
 //! stalls the worker's other connections.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -29,11 +30,25 @@ pub enum Access {
 /// password-guessing flood costs its senders, not every client.
 const VERIFIER_QUEUE: usize = 256;
 const VERIFY_POLL: Duration = Duration::from_millis(2);
+/// Longest wait for a slow verification (queue included), then 503.
+const VERIFY_WAIT: Duration = Duration::from_secs(10);
 
 struct Verification {
     users: Arc<Users>,
     credentials: OwnedCredentials,
     reply: Sender<Result<Identity, AuthError>>,
+    /// Set when the request stopped waiting: the verifier skips the job.
+    abandoned: Arc<AtomicBool>,
+}
+
+/// Marks a verification abandoned when its request stops waiting for it
+/// (answered, timed out, or the connection went away).
+struct AbandonOnDrop(Arc<AtomicBool>);
+
+impl Drop for AbandonOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 /// Checks the request's credentials against `access`. `None` when fluxgate
@@ -91,10 +106,13 @@ async fn verify_off_worker(
 ) -> Result<Result<Identity, AuthError>, ApiError> {
     let (reply, outcome): (_, Receiver<Result<Identity, AuthError>>) =
         crossbeam_channel::bounded(1);
+    let abandoned = Arc::new(AtomicBool::new(false));
+    let _abandon_on_drop = AbandonOnDrop(abandoned.clone());
     let job = Verification {
         users: users.clone(),
         credentials,
         reply,
+        abandoned,
     };
     match verifier().try_send(job) {
         Ok(()) => {}
@@ -107,9 +125,15 @@ async fn verify_off_worker(
             return Err(ApiError::Unavailable("the verifier thread stopped".into()))
         }
     }
+    let started = std::time::Instant::now();
     loop {
         match outcome.try_recv() {
             Ok(result) => return Ok(result),
+            Err(TryRecvError::Empty) if started.elapsed() >= VERIFY_WAIT => {
+                return Err(ApiError::Unavailable(
+                    "authentication is busy; retry later".into(),
+                ))
+            }
             Err(TryRecvError::Empty) => monoio::time::sleep(VERIFY_POLL).await,
             Err(TryRecvError::Disconnected) => {
                 return Err(ApiError::Unavailable("the verifier thread stopped".into()))
@@ -127,6 +151,9 @@ fn verifier() -> &'static Sender<Verification> {
             .name("fluxgate-verifier".into())
             .spawn(move || {
                 for job in jobs {
+                    if job.abandoned.load(Ordering::Relaxed) {
+                        continue;
+                    }
                     let outcome = job.users.authenticate(&job.credentials.as_credentials());
                     let _ = job.reply.send(outcome);
                 }

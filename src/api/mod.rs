@@ -52,7 +52,10 @@ pub async fn handle(worker: &Worker, head: &Head, buf: &[u8], body: &[u8]) -> Re
     match (head.method, path) {
         (Method::Get | Method::Head, "/ping") => ping::ping(head.query(buf)),
         (Method::Post, "/write") => write::write(worker, &generation, head, buf, body).await,
-        (Method::Get | Method::Head, "/health") => ping::health(worker),
+        // Without credentials only pass or fail: backend details are for users.
+        (Method::Get | Method::Head, "/health") => {
+            ping::health(worker, !generation.users.is_enabled() || identity.is_some())
+        }
         (Method::Get | Method::Head, "/metrics") => admin::metrics(worker),
         (Method::Get | Method::Head, "/status") => admin::status(worker),
         (Method::Get | Method::Head, "/debug/latency") => admin::latency(worker, head.query(buf)),

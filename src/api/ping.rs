@@ -19,19 +19,23 @@ pub fn ping(query: &str) -> Response {
     }
 }
 
-/// `GET /health`: InfluxDB 1.8's shape plus the state of each backend
-/// (the same entries as `/status`).
-pub fn health(worker: &Worker) -> Response {
+/// `GET /health`: InfluxDB 1.8's shape plus, when `detailed`, the state of
+/// each backend (the same entries as `/status`).
+pub fn health(worker: &Worker, detailed: bool) -> Response {
     let shared = &worker.shared;
     let generation = worker.generation();
-    let json = serde_json::json!({
+    let mut json = serde_json::json!({
         "name": "fluxgate",
         "message": "ready for queries and writes",
         "status": "pass",
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": shared.started.elapsed().as_secs(),
-        "backends": (0..generation.backends.len()).map(|id| super::admin::backend_status(&generation, id)).collect::<Vec<_>>(),
     });
+    if detailed {
+        json["backends"] = (0..generation.backends.len())
+            .map(|id| super::admin::backend_status(&generation, id))
+            .collect();
+    }
     Response {
         status: 200,
         body: Body::Json(format!("{json}\n")),

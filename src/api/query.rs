@@ -148,7 +148,7 @@ pub async fn query(
     let mut plans = Vec::with_capacity(statements.len());
     for statement in &statements {
         if let Some(identity) = identity {
-            if requires_admin(statement.kind) {
+            if requires_admin(statement) {
                 if let Err(refused) = identity.require_admin(statement.text) {
                     return ApiError::Forbidden(refused.to_string()).response();
                 }
@@ -453,13 +453,27 @@ fn render(params: &QueryParams, results: Vec<Value>) -> Response {
     }
 }
 
-/// InfluxDB asks for an admin for these (and fluxgate sends them to every backend).
-fn requires_admin(kind: StatementKind) -> bool {
-    kind.is_admin()
-        || matches!(
-            kind,
-            StatementKind::CreateDatabase | StatementKind::CreateRetentionPolicy
-        )
+/// InfluxDB asks for an admin for these (its `RequiredPrivileges`): what
+/// changes data or access, creating databases, and the `SHOW`s about the
+/// server itself. `SHOW QUERIES` needs none.
+fn requires_admin(statement: &Statement<'_>) -> bool {
+    use StatementKind::*;
+    match statement.kind {
+        kind if kind.is_admin() => true,
+        CreateDatabase
+        | CreateRetentionPolicy
+        | ShowUsers
+        | ShowShards
+        | ShowStats
+        | ShowDiagnostics => true,
+        // GRANTS, SHARD GROUPS, SUBSCRIPTIONS; not QUERIES.
+        ShowOther => !statement
+            .text
+            .split_whitespace()
+            .nth(1)
+            .is_some_and(|word| word.eq_ignore_ascii_case("queries")),
+        _ => false,
+    }
 }
 
 /// The backend's own credentials, or else the client's (without proxy users).

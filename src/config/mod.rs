@@ -476,6 +476,30 @@ fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
     }
 }
 
+/// toml's message and where it happened, without the quoted source line
+/// toml's `Display` adds, nor a value serde quotes in "invalid type: integer
+/// `123`": either may be a password.
+fn parse_error_without_source(error: &toml::de::Error, text: &str) -> String {
+    let mut message = error.message().trim_end().to_owned();
+    if message.starts_with("invalid type:") || message.starts_with("invalid value:") {
+        let mut parts = message.split('`');
+        let mut scrubbed = parts.next().unwrap_or_default().to_owned();
+        for (i, part) in parts.enumerate() {
+            scrubbed.push_str(if i % 2 == 0 { "<value>" } else { part });
+        }
+        message = scrubbed;
+    }
+    match error.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("line {line}, column {column}: {message}")
+        }
+        None => message.to_owned(),
+    }
+}
+
 fn read_file(path: &Path) -> Result<String, ConfigError> {
     std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_owned(),
@@ -498,7 +522,7 @@ impl Config {
     /// [`ConfigError::Parse`] or [`ConfigError::Invalid`].
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
         let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            message: e.to_string().trim_end().to_owned(),
+            message: parse_error_without_source(&e, text),
         })?;
         config.validate()?;
         Ok(config)
@@ -552,7 +576,13 @@ impl Config {
                 ));
             }
             BackendUrl::parse(&backend.url).map_err(|reason| {
-                invalid(format!("{key}.url"), format!("{:?}: {reason}", backend.url))
+                // A URL with credentials in it is refused without being quoted.
+                let shown = if backend.url.contains('@') {
+                    "<url with credentials>"
+                } else {
+                    &backend.url
+                };
+                invalid(format!("{key}.url"), format!("{shown:?}: {reason}"))
             })?;
             if !backend
                 .name
@@ -761,5 +791,21 @@ mod tests {
         assert!(BackendUrl::parse("http://[::1]:8086").is_ok());
         assert!(BackendUrl::parse("http://user:pw@h:1").is_err());
         assert!(BackendUrl::parse("h:8086").is_err());
+    }
+
+    #[test]
+    fn syntax_errors_name_the_place_but_never_quote_the_line() {
+        for text in [
+            "[[backends]]\nname = \"a\"\nurl = \"http://h:1\"\npassword = 12345678\n",
+            "[[backends]]\nname = \"a\"\npassword = \"s3cret-pw\n",
+            "[[backends]]\nname = \"a\"\npasword = \"s3cret-pw\"\n",
+        ] {
+            let message = Config::from_toml(text).unwrap_err().to_string();
+            assert!(
+                !message.contains("s3cret") && !message.contains("12345678"),
+                "{message}"
+            );
+            assert!(message.contains("line "), "{message}");
+        }
     }
 }

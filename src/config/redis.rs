@@ -349,10 +349,19 @@ impl RedisSource {
     /// after a reconnect `on_reload` is called once: a reload announced during
     /// the outage is not lost.
     pub fn watch(&self, stop: &AtomicBool, mut on_reload: impl FnMut()) {
+        // Until the first subscription, a reload published after the caller
+        // read its config would be missed: the first one reloads too.
         let mut outage: Option<Instant> = None;
+        let mut subscribed_before = false;
         let mut backoff = BACKOFF_MIN;
         while !stop.load(Ordering::Relaxed) {
-            let Err(error) = self.listen(stop, &mut on_reload, &mut outage, &mut backoff) else {
+            let listened = self.listen(
+                stop,
+                &mut on_reload,
+                (&mut outage, &mut subscribed_before),
+                &mut backoff,
+            );
+            let Err(error) = listened else {
                 return;
             };
             if outage.is_none() {
@@ -373,7 +382,7 @@ impl RedisSource {
         &self,
         stop: &AtomicBool,
         on_reload: &mut impl FnMut(),
-        outage: &mut Option<Instant>,
+        (outage, subscribed_before): (&mut Option<Instant>, &mut bool),
         backoff: &mut Duration,
     ) -> Result<(), RedisConfigError> {
         let subscribe = format!("SUBSCRIBE {RELOAD_CHANNEL}");
@@ -390,7 +399,10 @@ impl RedisSource {
             );
             *backoff = BACKOFF_MIN;
             on_reload();
+        } else if !*subscribed_before {
+            on_reload();
         }
+        *subscribed_before = true;
         pubsub
             .set_read_timeout(Some(STOP_POLL_INTERVAL))
             .map_err(|e| self.command_error(e, &subscribe))?;

@@ -75,28 +75,28 @@ pub struct Worker {
 
 impl WorkerState {
     /// Moves what it can from overflow into the writer queues, for this and
-    /// earlier generations. Returns true when no overflow is left.
+    /// earlier generations. Returns true when this generation's overflow is
+    /// empty: writes are admitted then. Earlier generations' overflow gets no
+    /// new batches and drains in the background, so a backend removed while
+    /// its queue was full does not hold back writes that no longer go to it.
     pub fn drain_overflow(&mut self) -> bool {
         self.retiring
             .retain_mut(|(_, dispatcher)| !dispatcher.drain_overflow());
-        self.dispatcher.drain_overflow() && self.retiring.is_empty()
+        self.dispatcher.drain_overflow()
     }
 
-    /// Names of the backends whose full queues hold overflow back.
+    /// As [`WorkerState::drain_overflow`], true only when every generation's
+    /// overflow is empty (shutdown waits for that).
+    pub fn drain_all_overflow(&mut self) -> bool {
+        self.drain_overflow() && self.retiring.is_empty()
+    }
+
+    /// Names of the backends whose full queues hold this generation's writes back.
     pub fn blocked_backends(&self) -> Vec<&str> {
-        let mut names: Vec<&str> = Vec::new();
-        let current = (&self.generation, &self.dispatcher);
-        for (generation, dispatcher) in
-            std::iter::once(current).chain(self.retiring.iter().map(|(g, d)| (g, d)))
-        {
-            for id in dispatcher.blocked_backends() {
-                let name = generation.backend_name(id);
-                if !names.contains(&name) {
-                    names.push(name);
-                }
-            }
-        }
-        names
+        self.dispatcher
+            .blocked_backends()
+            .map(|id| self.generation.backend_name(id))
+            .collect()
     }
 }
 
@@ -228,7 +228,7 @@ impl Worker {
         }
         self.state.borrow_mut().batcher.flush_all();
         self.dispatch_ready();
-        while !self.state.borrow_mut().drain_overflow() {
+        while !self.state.borrow_mut().drain_all_overflow() {
             if shutdown.is_past_deadline() {
                 self.count_overflow_as_lost();
                 return;

@@ -163,9 +163,11 @@ pub struct BackendStats {
     pub spool_full: AtomicU64,
     /// The last failure or refusal and when (unix seconds), for `/status`.
     last_error: Mutex<Option<(u64, String)>>,
-    /// Shared by this backend's log lines that clients or a flapping backend
-    /// can repeat at will.
-    pub log_limit: LogLimit,
+    /// Budgets for this backend's log lines that a flapping backend or a
+    /// client can repeat at will, one per kind so one cannot hide another.
+    pub transition_log: LogLimit,
+    pub refusal_log: LogLimit,
+    pub spool_full_log: LogLimit,
 }
 
 impl BackendStats {
@@ -173,7 +175,7 @@ impl BackendStats {
     pub fn mark_down(&self, reason: &str) {
         self.set_last_error(reason);
         if self.up.swap(false, Ordering::Relaxed) {
-            if let Some(suppressed) = self.log_limit.allow() {
+            if let Some(suppressed) = self.transition_log.allow() {
                 tracing::warn!(backend = %self.name, %reason, suppressed, "backend is down");
             }
         }
@@ -182,7 +184,7 @@ impl BackendStats {
     /// Marks the backend up (logged once per recovery).
     pub fn mark_up(&self) {
         if !self.up.swap(true, Ordering::Relaxed) {
-            if let Some(suppressed) = self.log_limit.allow() {
+            if let Some(suppressed) = self.transition_log.allow() {
                 tracing::info!(backend = %self.name, suppressed, "backend is up again");
             }
         }
@@ -227,7 +229,9 @@ impl BackendStats {
             spool_skipped_records: AtomicU64::new(0),
             spool_full: AtomicU64::new(0),
             last_error: Mutex::new(None),
-            log_limit: LogLimit::per_minute(BACKEND_LOG_LINES_PER_MINUTE),
+            transition_log: LogLimit::per_minute(BACKEND_LOG_LINES_PER_MINUTE),
+            refusal_log: LogLimit::per_minute(BACKEND_LOG_LINES_PER_MINUTE),
+            spool_full_log: LogLimit::per_minute(BACKEND_LOG_LINES_PER_MINUTE),
         }
     }
 }

@@ -5,7 +5,8 @@
 //! - keeps a backend whose settings did not change (same queue, same threads);
 //! - starts a new incarnation of a backend whose settings changed, handing it
 //!   the old one's counters and spool (the file is locked, so it is never open
-//!   twice); the old incarnation finishes its queue against its old settings;
+//!   twice); the old incarnation finishes its queue against its old settings
+//!   and leaves replay to the new one;
 //! - starts a backend that is new, opening (or recovering) its spool;
 //! - retires a backend that is gone: its writers finish its queue, and its
 //!   recovery thread keeps replaying its spool until it is empty (then the
@@ -13,7 +14,12 @@
 //!
 //! Everything that can fail (opening spools, starting threads) happens before
 //! anything running is changed, so a config that cannot be applied leaves the
-//! running one as it was.
+//! running one as it was: a new incarnation that took over a spool only added
+//! itself to the spool's users, and retires again.
+//!
+//! Who replays a spool shared by incarnations (`SpoolSlot`): a live one when
+//! there is one; otherwise the last retired one, which also waits for every
+//! incarnation's writers before it deletes the drained file.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -74,7 +80,11 @@ impl Running {
     }
 
     fn retire(&mut self) {
-        self.shared.retired.store(true, Ordering::SeqCst);
+        if !self.shared.retired.swap(true, Ordering::SeqCst) {
+            if let Some(slot) = &self.shared.spool {
+                slot.live.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
         self.queue = None;
     }
 
@@ -172,9 +182,7 @@ impl Backends {
     }
 
     /// Starts a new incarnation of `backend`, taking over the counters and
-    /// spool of an earlier incarnation of the same name, if one is running:
-    /// that one is superseded (its recovery thread ends, and this one's
-    /// replays the spool).
+    /// spool of an earlier incarnation of the same name, if one is running.
     fn start(
         &self,
         config: &Config,
@@ -184,21 +192,22 @@ impl Backends {
             .live
             .iter()
             .chain(self.retiring.iter().rev())
-            .find(|r| {
-                r.shared.config.name == backend.name && !r.shared.superseded.load(Ordering::SeqCst)
-            })
+            .find(|r| r.shared.config.name == backend.name)
             .map(|r| &r.shared);
-        if let Some(predecessor) = predecessor {
-            // Under the spool lock, so a retired predecessor cannot delete the
-            // spool file it just found empty while this one takes it over.
-            let _spool = predecessor.lock_spool();
-            predecessor.superseded.store(true, Ordering::SeqCst);
-        }
         let stats = predecessor.map_or_else(
             || Arc::new(BackendStats::new(&backend.name)),
             |p| p.stats.clone(),
         );
-        let spool = match (&config.spool, predecessor.and_then(|p| p.spool.clone())) {
+        let adopted = predecessor.and_then(|p| p.spool.as_ref()).and_then(|slot| {
+            // Under the spool lock: a retired predecessor deletes a drained
+            // file under it too, so the file is either gone or kept for us.
+            let _spool = slot.lock();
+            (!slot.removed.load(Ordering::SeqCst)).then(|| {
+                slot.live.fetch_add(1, Ordering::SeqCst);
+                slot.clone()
+            })
+        });
+        let spool = match (&config.spool, adopted) {
             (_, Some(slot)) => Some(slot),
             (Some(spool_config), None) => {
                 Some(Arc::new(open_spool(spool_config, &backend.name, &stats)?))
@@ -218,7 +227,6 @@ impl Backends {
             shutdown: self.shutdown.clone(),
             max_backoff: config.write.max_retry_backoff,
             retired: AtomicBool::new(false),
-            superseded: AtomicBool::new(false),
             writers_running: AtomicUsize::new(0),
         });
         if let Some(spool) = shared.lock_spool() {
@@ -295,20 +303,23 @@ fn abandon(mut running: Running, e: std::io::Error) -> StartError {
     StartError::Thread(e)
 }
 
-/// Whether a retired backend's recovery thread has nothing left to do: its
-/// writers are gone and its spool is empty or was deleted by the operator.
+/// Whether a retired incarnation's recovery thread has nothing left to do:
+/// a live incarnation replays its spool now, or every writer that could still
+/// append to the spool is gone and it is empty (then the file is deleted) or
+/// was deleted by the operator. Without a spool: its own writers are gone.
 pub(super) fn retirement_done(backend: &BackendShared) -> bool {
-    if backend.writers_running.load(Ordering::SeqCst) > 0 {
+    let Some(slot) = &backend.spool else {
+        return backend.writers_running.load(Ordering::SeqCst) == 0;
+    };
+    let spool = slot.lock();
+    if slot.live.load(Ordering::SeqCst) > 0 {
+        return true;
+    }
+    if slot.writers.load(Ordering::SeqCst) > 0 {
         return false;
     }
-    let Some(slot) = &backend.spool else {
-        return true;
-    };
-    let spool = backend.lock_spool().expect("spool mode");
-    if backend.superseded.load(Ordering::SeqCst) {
-        return true;
-    }
     if !slot.path.exists() {
+        slot.removed.store(true, Ordering::SeqCst);
         tracing::warn!(backend = %backend.config.name, path = %slot.path.display(), "spool file of a removed backend was deleted; its remaining points are dropped");
         return true;
     }
@@ -323,5 +334,6 @@ pub(super) fn retirement_done(backend: &BackendShared) -> bool {
             tracing::warn!(backend = %backend.config.name, error = %e, "removed backend drained; cannot delete its empty spool file")
         }
     }
+    slot.removed.store(true, Ordering::SeqCst);
     true
 }

@@ -62,6 +62,15 @@ pub struct SpoolSlot {
     /// Held by the one recovery thread that replays this spool, so a backend
     /// replaced by a reload never has two replayers acknowledging records.
     replayer: Mutex<()>,
+    /// Incarnations using this spool that are not retired. While one is,
+    /// it replays the spool; retired ones leave it to it.
+    pub live: AtomicUsize,
+    /// Writer threads of every incarnation still running: any of them may
+    /// yet append a batch.
+    pub writers: AtomicUsize,
+    /// Set (under the spool lock) when the file was deleted, drained or by
+    /// the operator: a backend added again then opens a new one.
+    pub removed: AtomicBool,
 }
 
 impl SpoolSlot {
@@ -70,7 +79,15 @@ impl SpoolSlot {
             spool: Mutex::new(spool),
             path,
             replayer: Mutex::new(()),
+            live: AtomicUsize::new(1),
+            writers: AtomicUsize::new(0),
+            removed: AtomicBool::new(false),
         }
+    }
+
+    /// The spool, locked (see [`BackendShared::lock_spool`]).
+    pub fn lock(&self) -> MutexGuard<'_, Spool> {
+        self.spool.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The replay lock, if no other recovery thread holds it.
@@ -95,12 +112,10 @@ pub struct BackendShared {
     pub shutdown: Arc<Shutdown>,
     pub max_backoff: Duration,
     /// Set when a reload removed or replaced this backend: its writers finish
-    /// the queue, its recovery thread replays what is left, then both end.
+    /// the queue; its recovery thread replays what is left of the spool
+    /// unless a live incarnation of the same name does, then ends.
     pub retired: AtomicBool,
-    /// Set when a reload started a new incarnation of this backend that took
-    /// over its spool: the recovery thread ends at once and hands replay on.
-    pub superseded: AtomicBool,
-    /// Writer threads still running.
+    /// This incarnation's writer threads still running.
     pub writers_running: AtomicUsize,
 }
 
@@ -124,9 +139,7 @@ impl BackendShared {
     /// The spool, locked. A panic while holding it cannot leave the ring in a
     /// state that recovery would not also accept, so poisoning is ignored.
     pub fn lock_spool(&self) -> Option<MutexGuard<'_, Spool>> {
-        self.spool
-            .as_ref()
-            .map(|slot| slot.spool.lock().unwrap_or_else(PoisonError::into_inner))
+        self.spool.as_ref().map(|slot| slot.lock())
     }
     /// True while the spool holds records not yet replayed.
     pub fn spool_has_records(&self) -> bool {
@@ -176,7 +189,7 @@ impl BackendShared {
         let message = response.body_text();
         self.stats()
             .set_last_error(&format!("HTTP {}: {message}", response.status));
-        if let Some(suppressed) = self.stats().log_limit.allow() {
+        if let Some(suppressed) = self.stats().refusal_log.allow() {
             tracing::warn!(
                 backend = %self.config.name,
                 status = response.status,
@@ -285,14 +298,36 @@ fn spawn_writer(
         queue,
         backend: backend.clone(),
     };
-    backend.writers_running.fetch_add(1, Ordering::SeqCst);
-    let spawned = std::thread::Builder::new()
+    let running = WriterRunning::new(backend.clone());
+    std::thread::Builder::new()
         .name(format!("fluxgate-writer-{}-{n}", backend.config.name))
-        .spawn(move || writer.run());
-    if spawned.is_err() {
-        backend.writers_running.fetch_sub(1, Ordering::SeqCst);
+        .spawn(move || {
+            let _running = running;
+            writer.run();
+        })
+}
+
+/// Counts a writer thread as running until dropped (also by a panic, or
+/// when its thread could not be spawned), per incarnation and per spool.
+struct WriterRunning(Arc<BackendShared>);
+
+impl WriterRunning {
+    fn new(backend: Arc<BackendShared>) -> WriterRunning {
+        backend.writers_running.fetch_add(1, Ordering::SeqCst);
+        if let Some(slot) = &backend.spool {
+            slot.writers.fetch_add(1, Ordering::SeqCst);
+        }
+        WriterRunning(backend)
     }
-    spawned
+}
+
+impl Drop for WriterRunning {
+    fn drop(&mut self) {
+        self.0.writers_running.fetch_sub(1, Ordering::SeqCst);
+        if let Some(slot) = &self.0.spool {
+            slot.writers.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
 }
 
 enum Outcome {
@@ -311,7 +346,6 @@ impl Writer {
                 self.deliver_with_retries(&batch);
             }
         }
-        self.backend.writers_running.fetch_sub(1, Ordering::SeqCst);
     }
 
     /// Spool mode: send directly while the backend is up and nothing older
@@ -389,7 +423,7 @@ impl Writer {
                 Err(SpoolError::Full { needed, free }) => {
                     if !reported_full {
                         backend.stats().spool_full.fetch_add(1, Ordering::Relaxed);
-                        if let Some(suppressed) = backend.stats().log_limit.allow() {
+                        if let Some(suppressed) = backend.stats().spool_full_log.allow() {
                             tracing::error!(
                                 backend = %backend.config.name,
                                 needed,

@@ -39,7 +39,7 @@ impl Recovery {
     pub fn run(mut self) {
         let backend = self.backend.clone();
         // The spool's previous replayer (an incarnation a reload replaced)
-        // finishes its current record first.
+        // finishes its current record first, then leaves replay to this one.
         let _replayer = match &backend.spool {
             Some(slot) => match self.wait_for_replay_turn(slot) {
                 Some(guard) => Some(guard),
@@ -50,9 +50,6 @@ impl Recovery {
         let mut last_sync = Instant::now();
         let mut last_ping = Instant::now();
         while !self.backend.shutdown.is_requested() {
-            if self.backend.superseded.load(Ordering::SeqCst) {
-                return;
-            }
             if self.backend.retired.load(Ordering::SeqCst)
                 && super::backends::retirement_done(&self.backend)
             {
@@ -87,8 +84,9 @@ impl Recovery {
         }
     }
 
-    /// The spool's replay lock, or None once this incarnation is superseded
-    /// or the process shuts down while waiting for it.
+    /// The spool's replay lock, or None once this incarnation has nothing to
+    /// replay (retired, with a live incarnation replaying instead) or the
+    /// process shuts down while waiting for it.
     fn wait_for_replay_turn<'a>(
         &self,
         slot: &'a super::SpoolSlot,
@@ -97,9 +95,9 @@ impl Recovery {
             if let Some(guard) = slot.try_replay() {
                 return Some(guard);
             }
-            if self.backend.superseded.load(Ordering::SeqCst)
-                || self.backend.shutdown.is_requested()
-            {
+            let replaced =
+                self.backend.retired.load(Ordering::SeqCst) && slot.live.load(Ordering::SeqCst) > 0;
+            if replaced || self.backend.shutdown.is_requested() {
                 return None;
             }
             std::thread::sleep(IDLE_POLL);
