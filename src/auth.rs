@@ -544,7 +544,41 @@ struct User {
     name: Arc<str>,
     admin: bool,
     password: Option<SecretHash>,
+    /// A token hashed with PBKDF2 (checked slowly, user by user); tokens
+    /// hashed with SHA-256 are in `Users::fast_tokens` instead.
     token: Option<SecretHash>,
+}
+
+/// Prefix of a token hash that is a plain SHA-256 (`sha256$<64 hex digits>`),
+/// from `fluxgate hash-password --token`. Fine for a random token of 128 bits
+/// or more (nobody can search that space), and looked up in O(1) on the
+/// worker, so wrong tokens cost a guesser nothing but one digest.
+pub const FAST_TOKEN_PREFIX: &str = "sha256$";
+
+/// The `token_hash` for a random API token: `sha256$<hex>`.
+pub fn hash_token(token: &str) -> String {
+    use std::fmt::Write as _;
+    let digest = Sha256::digest(token.as_bytes());
+    let mut out = String::from(FAST_TOKEN_PREFIX);
+    for byte in digest {
+        let _ = write!(out, "{byte:02x}");
+    }
+    out
+}
+
+fn parse_fast_token(text: &str) -> Result<[u8; 32], String> {
+    let hex = &text[FAST_TOKEN_PREFIX.len()..];
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(
+            "a sha256$ token hash needs 64 hex digits (see `fluxgate hash-password --token`)"
+                .into(),
+        );
+    }
+    let mut digest = [0u8; 32];
+    for (i, byte) in digest.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|e| e.to_string())?;
+    }
+    Ok(digest)
 }
 
 /// A keyed digest of verified credentials.
@@ -578,6 +612,11 @@ pub struct Users {
     /// In config order; `by_name` and the cache hold indexes into it.
     users: Vec<User>,
     by_name: HashMap<Arc<str>, usize>,
+    /// SHA-256 of each fast token -> its user.
+    fast_tokens: HashMap<[u8; 32], usize>,
+    /// Whether any user has a PBKDF2 token hash (a token not found among the
+    /// fast ones must then be verified slowly).
+    slow_tokens: bool,
     /// Random per `Users`: cache digests cannot be computed or compared from outside.
     cache_key: [u8; 32],
     cache: RwLock<VerifiedCache>,
@@ -644,6 +683,7 @@ impl Users {
         let invalid = |key: String, reason: String| InvalidUser { key, reason };
         let mut users = Vec::with_capacity(configs.len());
         let mut by_name = HashMap::with_capacity(configs.len());
+        let mut fast_tokens = HashMap::new();
         for (i, config) in configs.iter().enumerate() {
             let key = format!("users[{i}]");
             if config.name.is_empty() {
@@ -684,7 +724,20 @@ impl Users {
                     .map_err(|reason| invalid(format!("{key}.{field}"), reason))
             };
             let password = parse("password_hash", &config.password_hash)?;
-            let token = parse("token_hash", &config.token_hash)?;
+            let token = match config.token_hash.as_deref() {
+                Some(text) if text.starts_with(FAST_TOKEN_PREFIX) => {
+                    let digest = parse_fast_token(text)
+                        .map_err(|reason| invalid(format!("{key}.token_hash"), reason))?;
+                    if let Some(other) = fast_tokens.insert(digest, i) {
+                        return Err(invalid(
+                            format!("{key}.token_hash"),
+                            format!("the same token as users[{other}]"),
+                        ));
+                    }
+                    None
+                }
+                _ => parse("token_hash", &config.token_hash)?,
+            };
             let name: Arc<str> = Arc::from(config.name.as_str());
             by_name.insert(Arc::clone(&name), i);
             users.push(User {
@@ -711,8 +764,10 @@ impl Users {
             )
         })?;
         Ok(Users {
+            slow_tokens: users.iter().any(|user| user.token.is_some()),
             users,
             by_name,
+            fast_tokens,
             cache_key,
             cache: RwLock::new(VerifiedCache::default()),
             dummy,
@@ -741,6 +796,9 @@ impl Users {
     /// [`AuthError::Malformed`] (over-long credentials), [`AuthError::Failed`].
     pub fn authenticate(&self, credentials: &Credentials<'_>) -> Result<Identity, AuthError> {
         let claim = Claim::from_credentials(credentials)?;
+        if let Some(outcome) = self.fast_token(claim) {
+            return outcome;
+        }
         let key = self.cache_key_of(claim);
         if let Some(index) = self.cached(&key) {
             return Ok(self.identity(index));
@@ -767,8 +825,28 @@ impl Users {
             Ok(claim) => claim,
             Err(e) => return Some(Err(e)),
         };
+        if let Some(outcome) = self.fast_token(claim) {
+            return Some(outcome);
+        }
         self.cached(&self.cache_key_of(claim))
             .map(|index| Ok(self.identity(index)))
+    }
+
+    /// A token answered from the SHA-256 table: found, or (with no PBKDF2
+    /// tokens to try) refused. None: not a token, or one to verify slowly.
+    fn fast_token(&self, claim: Claim<'_>) -> Option<Result<Identity, AuthError>> {
+        let Claim::Token(token) = claim else {
+            return None;
+        };
+        if self.fast_tokens.is_empty() {
+            return None;
+        }
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        match self.fast_tokens.get(&digest) {
+            Some(&index) => Some(Ok(self.identity(index))),
+            None if !self.slow_tokens => Some(Err(AuthError::Failed)),
+            None => None,
+        }
     }
 
     /// Full PBKDF2 verifications so far (successful, failed and dummy): a
@@ -1282,6 +1360,59 @@ mod tests {
             Err(AuthError::Failed)
         );
         assert_eq!(users.slow_verifications(), 6);
+    }
+
+    #[test]
+    fn sha256_tokens_are_answered_on_the_spot_without_a_slow_verification() {
+        let fast = |name: &str, token: &str| UserConfig {
+            name: name.into(),
+            password_hash: None,
+            token_hash: Some(hash_token(token)),
+            admin: false,
+        };
+        let users = Users::new(&[fast("bot", "tok-bot-3f9a"), fast("ci", "tok-ci-77b1")]).unwrap();
+        let bot = users
+            .try_authenticate(&Credentials::Token("tok-bot-3f9a"))
+            .expect("answered without the verifier")
+            .unwrap();
+        assert_eq!(&*bot.name, "bot");
+        assert_eq!(
+            users.try_authenticate(&Credentials::Token("tok-nope")),
+            Some(Err(AuthError::Failed))
+        );
+        assert_eq!(
+            users
+                .authenticate(&Credentials::Token("tok-ci-77b1"))
+                .map(|i| i.name),
+            Ok(Arc::from("ci"))
+        );
+        assert_eq!(users.slow_verifications(), 0);
+
+        // With a PBKDF2 token among them, an unknown token is still checked slowly.
+        let mixed = Users::new(&[
+            fast("bot", "tok-bot-3f9a"),
+            user("carol", None, Some("tok-carol"), false),
+        ])
+        .unwrap();
+        assert_eq!(
+            mixed.try_authenticate(&Credentials::Token("tok-carol")),
+            None
+        );
+        assert_eq!(
+            mixed
+                .authenticate(&Credentials::Token("tok-carol"))
+                .map(|i| i.name),
+            Ok(Arc::from("carol"))
+        );
+
+        // Malformed and duplicate fast hashes are config errors.
+        let bad = UserConfig {
+            token_hash: Some("sha256$abc".into()),
+            ..fast("x", "")
+        };
+        assert_eq!(Users::new(&[bad]).unwrap_err().key, "users[0].token_hash");
+        let twice = Users::new(&[fast("a", "same"), fast("b", "same")]).unwrap_err();
+        assert_eq!(twice.key, "users[1].token_hash");
     }
 
     #[test]

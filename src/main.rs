@@ -63,9 +63,14 @@ enum Command {
         #[arg(long, env = "FLUXGATE_PASSWORD", hide_env_values = true)]
         password: Option<String>,
     },
-    /// Read a password or token on stdin and print its hash, for
-    /// `password_hash` / `token_hash` in [[users]].
-    HashPassword,
+    /// Read a password (or with --token, an API token) on stdin and print its
+    /// hash, for `password_hash` / `token_hash` in [[users]].
+    HashPassword {
+        /// Hash a random API token (128 bits or more) with SHA-256: checked
+        /// at no cost per request. Passwords get slow, salted PBKDF2.
+        #[arg(long)]
+        token: bool,
+    },
     /// Move a configuration between a file and Redis.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -106,7 +111,7 @@ fn main() {
                 .map(|table| print!("{table}"))
                 .map_err(anyhow::Error::msg)
         }
-        Some(Command::HashPassword) => hash_password(),
+        Some(Command::HashPassword { token }) => hash_password(*token),
         Some(Command::Config(command)) => config_command(&args, command),
         None => run(&args),
     };
@@ -119,7 +124,7 @@ fn main() {
     }
 }
 
-fn hash_password() -> anyhow::Result<()> {
+fn hash_password(token: bool) -> anyhow::Result<()> {
     let mut secret = String::new();
     std::io::stdin()
         .read_line(&mut secret)
@@ -129,7 +134,11 @@ fn hash_password() -> anyhow::Result<()> {
         !secret.is_empty(),
         "nothing to hash: write the password on stdin"
     );
-    println!("{}", fluxgate::auth::hash_secret(secret)?);
+    if token {
+        println!("{}", fluxgate::auth::hash_token(secret));
+    } else {
+        println!("{}", fluxgate::auth::hash_secret(secret)?);
+    }
     Ok(())
 }
 

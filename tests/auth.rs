@@ -25,7 +25,7 @@ fn users() -> String {
          [[users]]\nname = \"bot\"\ntoken_hash = \"{}\"\n",
         hash(ALICE_PASSWORD),
         hash(ROOT_PASSWORD),
-        hash(BOT_TOKEN)
+        fluxgate::auth::hash_token(BOT_TOKEN)
     )
 }
 
