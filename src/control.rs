@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::SystemTime;
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use crate::auth::Users;
 use crate::config::source::{ConfigSource, LoadError, Loaded};
@@ -67,6 +67,9 @@ impl fmt::Display for ReloadError {
 impl std::error::Error for ReloadError {}
 
 type Reply = Sender<Result<Applied, Arc<ReloadError>>>;
+
+/// How often the control thread looks after retired backends between reloads.
+const HOUSEKEEPING: std::time::Duration = std::time::Duration::from_secs(1);
 
 struct ReloadRequest {
     origin: Origin,
@@ -215,7 +218,17 @@ impl Control {
         let thread = std::thread::Builder::new()
             .name("fluxgate-control".into())
             .spawn(move || {
-                while let Ok(first) = requests.recv() {
+                loop {
+                    // Between reloads, once a second: retired backends that are
+                    // done are joined, and /status learns which are still at work.
+                    let first = match requests.recv_timeout(HOUSEKEEPING) {
+                        Ok(first) => first,
+                        Err(RecvTimeoutError::Timeout) => {
+                            self.housekeeping();
+                            continue;
+                        }
+                        Err(RecvTimeoutError::Disconnected) => break,
+                    };
                     // Requests that arrived meanwhile share one reload.
                     let mut batch = vec![first];
                     batch.extend(requests.try_iter());
@@ -252,10 +265,18 @@ impl Control {
                             let _ = reply.send(outcome.clone());
                         }
                     }
+                    self.housekeeping();
                 }
                 self
             })?;
         Ok((ReloadRequests(sender), thread))
+    }
+
+    fn housekeeping(&mut self) {
+        self.backends.reap();
+        if let Some(current) = &self.current {
+            current.set_retiring(self.backends.retiring());
+        }
     }
 
     /// Stops every backend once the workers are gone; returns the points that

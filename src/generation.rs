@@ -11,6 +11,7 @@ use std::time::SystemTime;
 use crate::auth::Users;
 use crate::config::Config;
 use crate::route::{BackendId, Router};
+use crate::stats::BackendStats;
 use crate::writer::{BackendHandle, Queue};
 
 pub struct Generation {
@@ -39,12 +40,22 @@ impl Generation {
     }
 }
 
+/// A backend a reload removed that still finishes its queue or replays its
+/// spool, for `/status`.
+#[derive(Clone)]
+pub struct Retiring {
+    pub url: String,
+    pub stats: Arc<BackendStats>,
+}
+
 /// The latest published generation.
 pub struct Current {
     /// The id of `generation`: one atomic load tells a worker whether it is
     /// up to date, without touching the lock.
     id: AtomicU64,
     generation: Mutex<Arc<Generation>>,
+    /// Kept up to date by the control thread.
+    retiring: Mutex<Vec<Retiring>>,
 }
 
 impl Current {
@@ -52,6 +63,7 @@ impl Current {
         Current {
             id: AtomicU64::new(generation.id),
             generation: Mutex::new(generation),
+            retiring: Mutex::new(Vec::new()),
         }
     }
 
@@ -64,6 +76,17 @@ impl Current {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    pub fn retiring(&self) -> Vec<Retiring> {
+        self.retiring
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub fn set_retiring(&self, retiring: Vec<Retiring>) {
+        *self.retiring.lock().unwrap_or_else(PoisonError::into_inner) = retiring;
     }
 
     /// Makes `generation` the one new requests start with.

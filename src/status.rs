@@ -68,7 +68,9 @@ pub fn render(status: &Value) -> String {
         "LAST ERROR",
     ];
     let mut rows: Vec<Vec<String>> = vec![header.iter().map(|h| (*h).to_owned()).collect()];
-    for b in status["backends"].as_array().into_iter().flatten() {
+    let live = status["backends"].as_array().into_iter().flatten();
+    let retiring = status["retiring"].as_array().into_iter().flatten();
+    for (b, retired) in live.map(|b| (b, false)).chain(retiring.map(|b| (b, true))) {
         let spool = &b["spool"];
         let (spool_text, oldest) = if spool.is_null() {
             ("-".to_owned(), "-".to_owned())
@@ -86,6 +88,7 @@ pub fn render(status: &Value) -> String {
             )
         };
         let state = match (b["up"].as_bool(), spool["records"].as_u64()) {
+            _ if retired => "removed, draining",
             (Some(false), _) => "DOWN",
             (_, Some(n)) if n > 0 => "replaying",
             _ if b["write_only"] == true => "up (write-only)",
@@ -100,7 +103,8 @@ pub fn render(status: &Value) -> String {
         rows.push(vec![
             b["name"].as_str().unwrap_or("?").to_owned(),
             state.to_owned(),
-            b["queue_batches"].to_string(),
+            b.get("queue_batches")
+                .map_or("-".to_owned(), ToString::to_string),
             spool_text,
             oldest,
             b["points_written"].to_string(),

@@ -216,8 +216,22 @@ fn a_removed_backend_keeps_its_spool_until_it_is_replayed() {
     );
     let reply = reload(&proxy);
     assert_eq!(reply.status, 200, "{reply:?}");
-    let status = http::get(&proxy.url("/status")).body;
-    assert!(!status.contains("\"name\": \"b\""), "{status}");
+    let status: serde_json::Value =
+        serde_json::from_str(&http::get(&proxy.url("/status")).body).unwrap();
+    let names = |list: &serde_json::Value| -> Vec<String> {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(names(&status["backends"]), ["a"], "{status}");
+    // Shown apart while it still has work, with what is left to replay.
+    assert_eq!(names(&status["retiring"]), ["b"], "{status}");
+    assert!(
+        status["retiring"][0]["spool"]["records"].as_u64().unwrap() > 0,
+        "{status}"
+    );
     assert!(
         spool_file.exists(),
         "the spool of a removed backend is kept"
@@ -234,6 +248,11 @@ fn a_removed_backend_keeps_its_spool_until_it_is_replayed() {
         "the drained spool file to be removed",
         || (!spool_file.exists()).then_some(()),
     );
+    eventually(LANDING_TIMEOUT, "b to leave /status", || {
+        let status: serde_json::Value =
+            serde_json::from_str(&http::get(&proxy.url("/status")).body).unwrap();
+        (status["retiring"] == serde_json::json!([])).then_some(())
+    });
     assert_eq!(a.count(&db, "mv"), 100);
 }
 

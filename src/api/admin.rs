@@ -251,9 +251,20 @@ fn spool_age_seconds(b: &crate::stats::BackendStats, now_ms: u64) -> f64 {
 
 /// The state of one backend, for `/status` and `/health`.
 pub fn backend_status(generation: &Generation, id: usize) -> serde_json::Value {
-    let b = &generation.backends[id].stats;
+    let mut status = backend_counters(
+        &generation.backends[id].stats,
+        &generation.config.backends[id].url,
+        generation.config.spool.is_some(),
+    );
+    status["write_only"] = generation.config.backends[id].write_only.into();
+    status["queue_batches"] = generation.backends[id].queue.len().into();
+    status
+}
+
+/// A backend's counters and state, whether live or retiring.
+fn backend_counters(b: &BackendStats, url: &str, spooled: bool) -> serde_json::Value {
     let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
-    let spool = generation.config.spool.as_ref().map(|_| {
+    let spool = spooled.then(|| {
         serde_json::json!({
             "bytes": load(&b.spool_bytes),
             "records": load(&b.spool_records),
@@ -265,10 +276,8 @@ pub fn backend_status(generation: &Generation, id: usize) -> serde_json::Value {
     });
     serde_json::json!({
         "name": b.name,
-        "url": generation.config.backends[id].url,
-        "write_only": generation.config.backends[id].write_only,
+        "url": url,
         "up": b.up.load(Ordering::Relaxed),
-        "queue_batches": generation.backends[id].queue.len(),
         "points_written": load(&b.points_written),
         "points_rejected": load(&b.points_rejected),
         "points_lost": load(&b.points_lost),
@@ -307,6 +316,10 @@ pub fn status(worker: &Worker) -> Response {
         "points_received": received,
         "points_invalid": invalid,
         "backends": (0..generation.backends.len()).map(|id| backend_status(&generation, id)).collect::<Vec<_>>(),
+        // Removed by a reload, still finishing their queue or replaying their spool.
+        "retiring": shared.current.retiring().iter()
+            .map(|r| backend_counters(&r.stats, &r.url, generation.config.spool.is_some()))
+            .collect::<Vec<_>>(),
     });
     Response {
         status: 200,

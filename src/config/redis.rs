@@ -28,6 +28,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisError};
@@ -180,6 +181,9 @@ pub struct RedisSource {
     target: String,
     /// The password in effect, kept only to scrub it from error texts.
     password: Option<String>,
+    /// Whether the leftover influx-proxy keys beside `fluxgate:config` were
+    /// looked for: once, since SCAN walks the whole keyspace (shared by clones).
+    leftovers_checked: Arc<AtomicBool>,
 }
 
 impl fmt::Debug for RedisSource {
@@ -217,6 +221,7 @@ impl RedisSource {
             client,
             target,
             password,
+            leftovers_checked: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -242,9 +247,11 @@ impl RedisSource {
 
         if let Some(text) = text {
             let mut ignored = Vec::new();
-            for prefix in [BACKEND_PREFIX, ROUTE_PREFIX] {
-                if self.any_key(&mut conn, prefix)? {
-                    ignored.push(format!("`{prefix}*`"));
+            if !self.leftovers_checked.swap(true, Ordering::Relaxed) {
+                for prefix in [BACKEND_PREFIX, ROUTE_PREFIX] {
+                    if self.any_key(&mut conn, prefix)? {
+                        ignored.push(format!("`{prefix}*`"));
+                    }
                 }
             }
             if !ignored.is_empty() {

@@ -255,8 +255,25 @@ impl Backends {
         Ok(running)
     }
 
+    /// Backends retired and still at work whose name no live backend has
+    /// (a replaced backend's work shows under its live name).
+    pub fn retiring(&self) -> Vec<crate::generation::Retiring> {
+        let mut retiring: Vec<crate::generation::Retiring> = Vec::new();
+        for running in self.retiring.iter().filter(|r| !r.is_finished()) {
+            let name = &running.shared.config.name;
+            let live = self.live.iter().any(|r| &r.shared.config.name == name);
+            if !live && !retiring.iter().any(|r| &r.stats.name == name) {
+                retiring.push(crate::generation::Retiring {
+                    url: running.shared.config.url.clone(),
+                    stats: running.shared.stats.clone(),
+                });
+            }
+        }
+        retiring
+    }
+
     /// Joins retired incarnations whose threads have all ended.
-    fn reap(&mut self) {
+    pub fn reap(&mut self) {
         let (finished, retiring) = std::mem::take(&mut self.retiring)
             .into_iter()
             .partition(Running::is_finished);
