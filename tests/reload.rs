@@ -18,6 +18,23 @@ fn backend(name: &str, port: u16) -> String {
 
 const WRITE: &str = "[write]\nflush_interval = \"20ms\"\nmax_retry_backoff = \"100ms\"\nshutdown_timeout = \"5s\"\n";
 
+fn spool_section(dir: &TempDir) -> String {
+    format!(
+        "[spool]\ndir = \"{}\"\ncapacity = \"16MiB\"\n",
+        dir.path().display()
+    )
+}
+
+/// One request of points `mv v=n n` (seconds) for each n.
+fn write_points(proxy: &Fluxgate, db: &str, numbers: std::ops::RangeInclusive<u64>) -> http::Reply {
+    let body: String = numbers.map(|n| format!("mv v={n} {n}\n")).collect();
+    http::post(
+        &proxy.url(&format!("/write?db={db}&precision=s")),
+        &[],
+        body.as_bytes(),
+    )
+}
+
 fn reload(proxy: &Fluxgate) -> http::Reply {
     http::post(&proxy.url("/reload"), &[], b"")
 }
@@ -184,10 +201,7 @@ fn a_removed_backend_keeps_its_spool_until_it_is_replayed() {
     a.create_database(&db);
     b.create_database(&db);
     let spool = TempDir::new("spool");
-    let spool_section = format!(
-        "[spool]\ndir = \"{}\"\ncapacity = \"16MiB\"\n",
-        spool.path().display()
-    );
+    let spool_section = spool_section(&spool);
     let both = format!(
         "{}{}[routes]\nmv = [\"a\", \"b\"]\n{WRITE}{spool_section}",
         backend("a", a.http_port),
@@ -196,12 +210,7 @@ fn a_removed_backend_keeps_its_spool_until_it_is_replayed() {
     let proxy = Fluxgate::start("", &both);
     b.stop();
     // Acknowledged while b is down: a has them, b's spool holds them.
-    let body: String = (1..=100).map(|n| format!("mv v={n} {n}\n")).collect();
-    let reply = http::post(
-        &proxy.url(&format!("/write?db={db}&precision=s")),
-        &[],
-        body.as_bytes(),
-    );
+    let reply = write_points(&proxy, &db, 1..=100);
     assert_eq!(reply.status, 204, "{reply:?}");
     let spool_file = spool.path().join("b.spool");
     assert!(spool_file.exists());
@@ -262,10 +271,7 @@ fn a_reload_that_fails_half_way_leaves_the_running_backends_whole() {
     let db = unique("reload_half");
     a.create_database(&db);
     let spool = TempDir::new("spool");
-    let spool_section = format!(
-        "[spool]\ndir = \"{}\"\ncapacity = \"16MiB\"\n",
-        spool.path().display()
-    );
+    let spool_section = spool_section(&spool);
     let proxy = Fluxgate::start(
         "",
         &format!(
@@ -298,12 +304,7 @@ fn a_reload_that_fails_half_way_leaves_the_running_backends_whole() {
 
     // a still spools while it is down and replays once it is back.
     a.stop();
-    let body: String = (1..=50).map(|n| format!("mv v={n} {n}\n")).collect();
-    let reply = http::post(
-        &proxy.url(&format!("/write?db={db}&precision=s")),
-        &[],
-        body.as_bytes(),
-    );
+    let reply = write_points(&proxy, &db, 1..=50);
     assert_eq!(reply.status, 204, "{reply:?}");
     assert!(spool.path().join("a.spool").exists());
     a.restart();

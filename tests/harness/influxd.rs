@@ -4,11 +4,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use super::{eventually, free_port, http, terminate, TempDir};
+use super::{eventually, free_port, http, start_on_free_ports, terminate, TempDir};
 
 const START_TIMEOUT: Duration = Duration::from_secs(60);
-/// Start-ups retried when a port was taken meanwhile.
-const START_ATTEMPTS: usize = 5;
 
 pub struct Influxd {
     child: Option<Child>,
@@ -51,17 +49,11 @@ impl Influxd {
             dir,
             admin,
         };
-        for _ in 0..START_ATTEMPTS {
-            match influxd.try_restart() {
-                Ok(()) => return influxd,
-                Err(log) if log.contains("address already in use") => {
-                    influxd.http_port = free_port();
-                    influxd.rpc_port = free_port();
-                }
-                Err(log) => panic!("influxd exited during start-up:\n{log}"),
-            }
-        }
-        panic!("influxd found no free ports in {START_ATTEMPTS} attempts");
+        start_on_free_ports("influxd", &mut influxd, Self::try_restart, |influxd| {
+            influxd.http_port = free_port();
+            influxd.rpc_port = free_port();
+        });
+        influxd
     }
 
     /// Starts (again) on the same ports and data directory.

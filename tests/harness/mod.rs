@@ -24,6 +24,31 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Start-ups retried when a port was taken meanwhile.
+const START_ATTEMPTS: usize = 5;
+
+/// Starts `server` with `try_start`, which returns the server's log when it
+/// exits during start-up. A port taken by another process between
+/// `free_port` and the server's bind (tests run in parallel) is retried after
+/// `new_ports` picks others.
+pub fn start_on_free_ports<T>(
+    what: &str,
+    server: &mut T,
+    try_start: fn(&mut T) -> Result<(), String>,
+    new_ports: fn(&mut T),
+) {
+    for _ in 0..START_ATTEMPTS {
+        match try_start(server) {
+            Ok(()) => return,
+            Err(log) if log.to_ascii_lowercase().contains("address already in use") => {
+                new_ports(server);
+            }
+            Err(log) => panic!("{what} exited during start-up:\n{log}"),
+        }
+    }
+    panic!("{what} found no free ports in {START_ATTEMPTS} attempts");
+}
+
 /// Polls `check` every 20 ms until it returns `Some`, or panics with `what`
 /// after `timeout`.
 #[track_caller]

@@ -4,11 +4,9 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::{eventually, free_port, terminate, TempDir};
+use super::{eventually, free_port, start_on_free_ports, terminate, TempDir};
 
 const START_TIMEOUT: Duration = Duration::from_secs(30);
-/// Start-ups retried when the port was taken meanwhile.
-const START_ATTEMPTS: usize = 5;
 
 pub struct RedisServer {
     child: Option<Child>,
@@ -36,16 +34,10 @@ impl RedisServer {
             password,
             dir: TempDir::new("redis"),
         };
-        for _ in 0..START_ATTEMPTS {
-            match server.try_restart() {
-                Ok(()) => return server,
-                Err(log) if log.to_ascii_lowercase().contains("address already in use") => {
-                    server.port = free_port();
-                }
-                Err(log) => panic!("redis-server exited during start-up:\n{log}"),
-            }
-        }
-        panic!("redis-server found no free port in {START_ATTEMPTS} attempts");
+        start_on_free_ports("redis-server", &mut server, Self::try_restart, |server| {
+            server.port = free_port();
+        });
+        server
     }
 
     /// Starts (again) on the same port. Nothing is persisted, so the data is gone.
