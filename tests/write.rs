@@ -449,6 +449,50 @@ fn a_stalled_client_is_timed_out() {
 }
 
 #[test]
+fn a_client_trickling_bytes_is_timed_out_by_the_request_deadline() {
+    let servers = backends();
+    let proxy = Fluxgate::start(
+        "read_timeout = \"5s\"\nrequest_timeout = \"1s\"",
+        &two_backend_config(
+            servers.a.http_port,
+            servers.b.http_port,
+            "_default_ = [\"a\"]",
+        ),
+    );
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(proxy.addr).unwrap();
+    stream
+        .write_all(b"POST /write?db=x HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
+        .unwrap();
+    // A byte every 200 ms never trips the 5 s read timeout, but the whole
+    // request is due 1 s after it started.
+    let mut trickle = stream.try_clone().unwrap();
+    let sender = std::thread::spawn(move || {
+        for _ in 0..50 {
+            if trickle.write_all(b"x").is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    });
+    let started = std::time::Instant::now();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let elapsed = started.elapsed();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    assert!(
+        elapsed < Duration::from_secs(5),
+        "answered after {elapsed:?}"
+    );
+    drop(stream);
+    sender.join().unwrap();
+}
+
+#[test]
 fn both_io_drivers_serve_plain_gzip_and_chunked_writes() {
     let servers = backends();
     let db = unique("drivers");

@@ -76,6 +76,10 @@ pub struct ServerConfig {
     /// Longest wait for the next bytes of a request that has started; then 408.
     #[serde(deserialize_with = "deserialize_duration")]
     pub read_timeout: Duration,
+    /// Longest a whole request (head and body) may take to arrive, however
+    /// steadily its bytes trickle in; then 408.
+    #[serde(deserialize_with = "deserialize_duration")]
+    pub request_timeout: Duration,
     /// Longest wait for a new request on a kept-alive connection; then it is closed.
     #[serde(deserialize_with = "deserialize_duration")]
     pub idle_timeout: Duration,
@@ -95,6 +99,8 @@ impl Default for ServerConfig {
             max_decompressed_bytes: ByteSize(256 << 20),
             max_connections: 10_000,
             read_timeout: Duration::from_secs(30),
+            // A 64 MiB body at 250 KB/s.
+            request_timeout: Duration::from_secs(300),
             idle_timeout: Duration::from_secs(120),
         }
     }

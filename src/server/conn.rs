@@ -66,7 +66,9 @@ pub async fn serve(stream: TcpStream, worker: &Worker) {
     let max_header_bytes = server.max_header_bytes.as_usize();
     let max_body_bytes = server.max_body_bytes.as_usize();
     loop {
-        // The head: idle timeout (and shutdown) until its first byte, read timeout after.
+        // The head: idle timeout (and shutdown) until its first byte, read timeout after;
+        // the whole request is due `request_timeout` after its first byte.
+        let mut deadline = (!conn.buf.is_empty()).then(|| Instant::now() + server.request_timeout);
         let head = loop {
             match parse_head(&conn.buf, max_header_bytes, max_body_bytes) {
                 Ok(Some(head)) => break head,
@@ -74,10 +76,9 @@ pub async fn serve(stream: TcpStream, worker: &Worker) {
                 Err(e) => return conn.fail(&e).await,
             }
             let idle = conn.buf.is_empty();
-            let (wait, stop_on_shutdown) = if idle {
-                (server.idle_timeout, Some(worker))
-            } else {
-                (server.read_timeout, None)
+            let (wait, stop_on_shutdown) = match deadline {
+                None => (server.idle_timeout, Some(worker)),
+                Some(deadline) => (until(deadline, server.read_timeout), None),
             };
             if let Err(end) = conn.read_more(wait, stop_on_shutdown).await {
                 if let (ReadEnd::TimedOut, false) = (end, idle) {
@@ -85,12 +86,14 @@ pub async fn serve(stream: TcpStream, worker: &Worker) {
                 }
                 return;
             }
+            deadline.get_or_insert_with(|| Instant::now() + server.request_timeout);
         };
+        let deadline = deadline.expect("a head was read");
 
         // Latency is measured from a complete head to the answer sent.
         let started = Instant::now();
         let body_end = match conn
-            .read_body(&head, server.read_timeout, max_body_bytes)
+            .read_body(&head, server.read_timeout, deadline, max_body_bytes)
             .await
         {
             Ok(end) => end,
@@ -129,6 +132,12 @@ pub async fn serve(stream: TcpStream, worker: &Worker) {
         }
         conn.consume(body_end);
     }
+}
+
+/// How long to wait for the next bytes: `read_timeout`, or less when the
+/// request's deadline comes first (zero once it has passed: the read times out).
+fn until(deadline: Instant, read_timeout: Duration) -> Duration {
+    read_timeout.min(deadline.saturating_duration_since(Instant::now()))
 }
 
 impl Conn {
@@ -176,6 +185,7 @@ impl Conn {
         &mut self,
         head: &Head,
         wait: Duration,
+        deadline: Instant,
         max_body_bytes: usize,
     ) -> Result<usize, Option<ApiError>> {
         let sent_continue =
@@ -193,7 +203,7 @@ impl Conn {
                 // against max_body_bytes when the head was parsed.
                 self.buf.reserve(end.saturating_sub(self.buf.len()));
                 while self.buf.len() < end {
-                    self.read_body_bytes(wait).await?;
+                    self.read_body_bytes(until(deadline, wait)).await?;
                 }
                 Ok(end)
             }
@@ -211,7 +221,7 @@ impl Conn {
                     // Everything after the head was decoded: reuse that space.
                     self.buf.truncate(head.len);
                     pos = head.len;
-                    self.read_body_bytes(wait).await?;
+                    self.read_body_bytes(until(deadline, wait)).await?;
                 }
                 // Keep a pipelined next request right after the head.
                 self.buf.drain(head.len..pos);
