@@ -153,8 +153,8 @@ impl Backends {
                 }
             }
         }
-        // Commit. Old incarnations not kept retire; a new incarnation of the
-        // same name supersedes the old one's replay.
+        // Commit. Old incarnations not kept retire; where a new incarnation
+        // of the same name shares their spool, it replays it from now on.
         let mut old: Vec<Option<Running>> = std::mem::take(&mut self.live)
             .into_iter()
             .map(Some)
@@ -178,7 +178,12 @@ impl Backends {
             self.retiring.push(gone);
         }
         self.live = live;
-        Ok(self.live.iter().filter_map(Running::handle).collect())
+        // Indexed like `config.backends`: every live incarnation has a queue.
+        Ok(self
+            .live
+            .iter()
+            .map(|r| r.handle().expect("a live backend has its queue"))
+            .collect())
     }
 
     /// Starts a new incarnation of `backend`, taking over the counters and
