@@ -80,7 +80,9 @@ enum Command {
 enum ConfigCommand {
     /// Print the configuration in Redis (either key layout) as TOML.
     ImportRedis,
-    /// Store the --config file in Redis and tell every fluxgate watching it to reload.
+    /// Store the --config file in Redis (--redis) and tell every fluxgate
+    /// watching it to reload; without --redis, print the redis-cli commands
+    /// that do it (`fluxgate config export -c f.toml | redis-cli`).
     Export {
         /// Store only; do not publish a reload.
         #[arg(long)]
@@ -165,9 +167,10 @@ fn source(args: &Args) -> anyhow::Result<ConfigSource> {
 }
 
 fn config_command(args: &Args, command: &ConfigCommand) -> anyhow::Result<()> {
-    let redis = redis(args)?.context("--redis is required")?;
+    let redis = redis(args)?;
     match command {
         ConfigCommand::ImportRedis => {
+            let redis = redis.context("--redis is required")?;
             let source = ConfigSource::Redis {
                 redis: Box::new(redis),
                 base: args.config.clone(),
@@ -184,6 +187,13 @@ fn config_command(args: &Args, command: &ConfigCommand) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot read {}", path.display()))?;
             // Refused here rather than by every proxy of the fleet.
             Config::from_toml(&text)?;
+            let Some(redis) = redis else {
+                print!(
+                    "{}",
+                    fluxgate::config::redis::redis_cli_commands(&text, !no_reload)
+                );
+                return Ok(());
+            };
             redis.store(&text)?;
             eprintln!("stored {} in {}", path.display(), redis.describe());
             if !no_reload {

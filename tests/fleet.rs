@@ -236,3 +236,41 @@ fn a_broken_config_published_in_redis_is_refused_and_the_old_one_serves() {
     });
     assert!(!proxy.log().contains("fleet-secret-3c1d"));
 }
+
+#[test]
+fn export_without_redis_prints_commands_redis_cli_applies() {
+    let servers = backends();
+    let redis = RedisServer::start();
+    let dir = TempDir::new("export");
+    let file = dir.path().join("shared.toml");
+    // Quotes, backslashes, tabs and non-ASCII survive the trip.
+    let config = format!(
+        "# fleet config \"v2\" \\ with\ttabs and é\n{}",
+        shared_config(servers.a.http_port, servers.b.http_port, "b")
+    );
+    std::fs::write(&file, &config).unwrap();
+    let output = std::process::Command::new(Fluxgate::binary())
+        .args(["config", "export", "--config", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let commands = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        commands.ends_with("PUBLISH fluxgate:reload now\n"),
+        "{commands}"
+    );
+    let mut cli = std::process::Command::new("redis-cli")
+        .args(["-p", &redis.port.to_string()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("redis-cli (Debian's redis-tools, installed with redis-server)");
+    std::io::Write::write_all(&mut cli.stdin.take().unwrap(), commands.as_bytes()).unwrap();
+    let answer = cli.wait_with_output().unwrap();
+    assert!(answer.status.success(), "{answer:?}");
+    let stored: String = redis::cmd("GET")
+        .arg("fluxgate:config")
+        .query(&mut redis.connection())
+        .unwrap();
+    assert_eq!(stored, config);
+}

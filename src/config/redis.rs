@@ -709,6 +709,32 @@ const USED_FIELDS: [&str; 6] = [
     "timeoutquery",
 ];
 
+/// The redis-cli commands that store `toml` as the fluxgate layout and, with
+/// `reload`, tell every instance to reload: for `... | redis-cli`. Bytes
+/// redis-cli would not take literally inside double quotes are escaped.
+pub fn redis_cli_commands(toml: &str, reload: bool) -> String {
+    use std::fmt::Write as _;
+    let mut out = format!("SET {CONFIG_KEY} \"");
+    for byte in toml.bytes() {
+        match byte {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b'\t' => out.push_str("\\t"),
+            0x20..=0x7e => out.push(char::from(byte)),
+            _ => {
+                let _ = write!(out, "\\x{byte:02x}");
+            }
+        }
+    }
+    out.push_str("\"\n");
+    if reload {
+        let _ = writeln!(out, "PUBLISH {RELOAD_CHANNEL} now");
+    }
+    out
+}
+
 /// Converts the influx-proxy layout into fluxgate TOML merged over `base`.
 ///
 /// `backends` maps a backend name (the key without `b:`) to its hash,
