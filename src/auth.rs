@@ -839,7 +839,8 @@ impl Users {
             return None;
         };
         if self.fast_tokens.is_empty() {
-            return None;
+            // No token to find at all: refused on the spot, like a wrong one.
+            return (!self.slow_tokens).then_some(Err(AuthError::Failed));
         }
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         match self.fast_tokens.get(&digest) {

@@ -60,6 +60,23 @@ impl Dispatcher {
         empty
     }
 
+    /// Takes the overflow `older` (a dispatcher of an earlier config
+    /// generation) holds for queues this one also feeds (backends a reload
+    /// kept), ahead of this one's own, so each backend still receives a
+    /// worker's batches in order. `older` keeps the rest.
+    pub fn adopt_overflow(&mut self, older: &mut Dispatcher) {
+        for (old, queue) in older.queues.iter().enumerate() {
+            if older.overflow[old].is_empty() {
+                continue;
+            }
+            if let Some(new) = self.queues.iter().position(|q| q.same_channel(queue)) {
+                let mut moved = std::mem::take(&mut older.overflow[old]);
+                moved.append(&mut self.overflow[new]);
+                self.overflow[new] = moved;
+            }
+        }
+    }
+
     /// Empties the overflow queues (shutdown), as (backend, batch) pairs.
     pub fn take_overflow(&mut self) -> Vec<(BackendId, Arc<Batch>)> {
         let mut taken = Vec::new();
@@ -144,5 +161,50 @@ mod tests {
         assert!(dispatcher.drain_overflow());
         assert_eq!(a_rx.try_recv().unwrap().lines, 3);
         assert!(!dispatcher.has_overflow());
+    }
+
+    #[test]
+    fn a_kept_backend_gets_older_overflow_before_newer_batches() {
+        let config = Config::from_toml(
+            "[[backends]]\nname = \"a\"\nurl = \"http://h:1\"\n[[backends]]\nname = \"b\"\nurl = \"http://h:2\"\n\
+             [routes]\n_default_ = [\"a\", \"b\"]",
+        )
+        .unwrap();
+        let router = Router::new(&config);
+        let set = router.route(b"m").unwrap();
+        let (a_tx, a_rx) = crossbeam_channel::bounded(1);
+        let (b_tx, _b_rx) = crossbeam_channel::bounded(1);
+        let mut old = Dispatcher::new(vec![a_tx.clone(), b_tx]);
+        for lines in 1..=3 {
+            old.dispatch(&router, set, &batch(lines));
+        }
+        // The reload keeps a (same queue) and removes b.
+        let (c_tx, _c_rx) = crossbeam_channel::bounded(1);
+        let mut new = Dispatcher::new(vec![c_tx, a_tx]);
+        new.adopt_overflow(&mut old);
+        assert_eq!(
+            old.blocked_backends().collect::<Vec<_>>(),
+            vec![1],
+            "b's stays behind"
+        );
+        assert_eq!(
+            new.blocked_backends().collect::<Vec<_>>(),
+            vec![1],
+            "a's came along"
+        );
+        let single = Router::new(
+            &Config::from_toml(
+                "[[backends]]\nname = \"c\"\nurl = \"http://h:3\"\n[[backends]]\nname = \"a\"\nurl = \"http://h:1\"\n\
+                 [routes]\n_default_ = [\"a\"]",
+            )
+            .unwrap(),
+        );
+        new.dispatch(&single, single.route(b"m").unwrap(), &batch(4));
+        let mut delivered = vec![a_rx.try_recv().unwrap().lines];
+        for _ in 0..10 {
+            new.drain_overflow();
+            delivered.extend(a_rx.try_iter().map(|b| b.lines));
+        }
+        assert_eq!(delivered, [1, 2, 3, 4]);
     }
 }

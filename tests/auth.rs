@@ -158,6 +158,16 @@ fn each_way_of_passing_credentials_is_accepted_and_refused() {
         format!("error authorizing query: alice not authorized to execute statement '{drop_series}', requires admin privilege")
     );
     assert_eq!(query(&root, drop_series).status, 200);
+    // SHOWs about the server need an admin too, even hidden behind a comment.
+    for admin_only in [
+        "SHOW USERS",
+        "SHOW GRANTS FOR root",
+        "SHOW/* queries */GRANTS FOR root",
+    ] {
+        let reply = query(&alice, admin_only);
+        assert_eq!(reply.status, 403, "{admin_only}: {reply:?}");
+    }
+    assert_eq!(query(&alice, "SHOW QUERIES").status, 200);
     let reply = query(&alice, "SELECT count(v) FROM au");
     assert_eq!(reply.status, 200, "{reply:?}");
     assert!(

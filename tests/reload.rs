@@ -355,3 +355,47 @@ fn removing_a_dead_backend_lets_writes_through_again() {
         assert_eq!(reply.status, 204, "{reply:?}");
     }
 }
+
+#[test]
+fn a_backend_removed_and_added_again_keeps_its_spool() {
+    let a = Influxd::start();
+    let mut b = Influxd::start();
+    let db = unique("reload_readd");
+    a.create_database(&db);
+    b.create_database(&db);
+    let spool = TempDir::new("spool");
+    let with_b = format!(
+        "{}{}[routes]\nmv = [\"a\", \"b\"]\n{WRITE}{}",
+        backend("a", a.http_port),
+        backend("b", b.http_port),
+        spool_section(&spool)
+    );
+    let without_b = format!(
+        "{}[routes]\nmv = [\"a\"]\n{WRITE}{}",
+        backend("a", a.http_port),
+        spool_section(&spool)
+    );
+    let proxy = Fluxgate::start("", &with_b);
+    b.stop();
+    assert_eq!(write_points(&proxy, &db, 1..=40).status, 204);
+    // Removed while its points wait in its spool, then added again: the new
+    // b takes the spool over (one file, one replayer) and replays it.
+    proxy.rewrite_config("", &without_b);
+    assert_eq!(reload(&proxy).status, 200);
+    proxy.rewrite_config("", &with_b);
+    assert_eq!(reload(&proxy).status, 200);
+    assert_eq!(write_points(&proxy, &db, 41..=60).status, 204);
+    b.restart();
+    eventually(LANDING_TIMEOUT, "b to get all 60 points", || {
+        (b.count(&db, "mv") == 60).then_some(())
+    });
+    assert_eq!(a.count(&db, "mv"), 60);
+    // Live again: its spool file stays, and it is not listed as retiring. A
+    // check that something does not happen: give housekeeping (every 1 s)
+    // the time to do it wrongly.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(spool.path().join("b.spool").exists());
+    let status: serde_json::Value =
+        serde_json::from_str(&http::get(&proxy.url("/status")).body).unwrap();
+    assert_eq!(status["retiring"], serde_json::json!([]), "{status}");
+}

@@ -487,13 +487,13 @@ fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
 /// `123`": either may be a password.
 fn parse_error_without_source(error: &toml::de::Error, text: &str) -> String {
     let mut message = error.message().trim_end().to_owned();
-    if message.starts_with("invalid type:") || message.starts_with("invalid value:") {
-        let mut parts = message.split('`');
-        let mut scrubbed = parts.next().unwrap_or_default().to_owned();
-        for (i, part) in parts.enumerate() {
-            scrubbed.push_str(if i % 2 == 0 { "<value>" } else { part });
+    for prefix in ["invalid type:", "invalid value:"] {
+        if let Some(rest) = message.strip_prefix(prefix) {
+            // "invalid type: string \"s3cret\", expected ..." -> "invalid type: <value>, expected ..."
+            let expected = rest.find(", expected").map_or("", |at| &rest[at..]);
+            message = format!("{prefix} <value>{expected}");
+            break;
         }
-        message = scrubbed;
     }
     match error.span() {
         Some(span) => {
@@ -560,6 +560,14 @@ impl Config {
         }
         if self.write.queue_batches == 0 {
             return Err(invalid("write.queue_batches", "must be at least 1"));
+        }
+        for (key, value) in [
+            ("server.read_timeout", self.server.read_timeout),
+            ("server.request_timeout", self.server.request_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(invalid(key, "must be greater than zero"));
+            }
         }
         if self.write.flush_interval.is_zero() {
             return Err(invalid("write.flush_interval", "must be greater than zero"));
@@ -805,6 +813,7 @@ mod tests {
             "[[backends]]\nname = \"a\"\nurl = \"http://h:1\"\npassword = 12345678\n",
             "[[backends]]\nname = \"a\"\npassword = \"s3cret-pw\n",
             "[[backends]]\nname = \"a\"\npasword = \"s3cret-pw\"\n",
+            "[[backends]]\nname = \"a\"\nurl = \"http://h:1\"\nwriters = \"s3cret-pw\"\n",
         ] {
             let message = Config::from_toml(text).unwrap_err().to_string();
             assert!(

@@ -247,12 +247,13 @@ impl RedisSource {
 
         if let Some(text) = text {
             let mut ignored = Vec::new();
-            if !self.leftovers_checked.swap(true, Ordering::Relaxed) {
+            if !self.leftovers_checked.load(Ordering::Relaxed) {
                 for prefix in [BACKEND_PREFIX, ROUTE_PREFIX] {
                     if self.any_key(&mut conn, prefix)? {
                         ignored.push(format!("`{prefix}*`"));
                     }
                 }
+                self.leftovers_checked.store(true, Ordering::Relaxed);
             }
             if !ignored.is_empty() {
                 warnings.push(format!(

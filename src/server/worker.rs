@@ -152,9 +152,17 @@ impl Worker {
                 .dispatcher
                 .dispatch(&state.generation.router, set, &batch);
         }
-        let dispatcher = std::mem::replace(&mut state.dispatcher, Dispatcher::new(next.queues()));
+        let mut dispatcher =
+            std::mem::replace(&mut state.dispatcher, Dispatcher::new(next.queues()));
         state.batcher = batcher_for(&next);
         let previous = std::mem::replace(&mut state.generation, next);
+        // Backends the reload kept take their waiting batches along, newest
+        // generation first so that the oldest end up in front.
+        state.dispatcher.adopt_overflow(&mut dispatcher);
+        for (_, older) in state.retiring.iter_mut().rev() {
+            state.dispatcher.adopt_overflow(older);
+        }
+        state.retiring.retain(|(_, older)| older.has_overflow());
         if dispatcher.has_overflow() {
             state.retiring.push((previous, dispatcher));
         }

@@ -14,12 +14,13 @@
 //!
 //! Everything that can fail (opening spools, starting threads) happens before
 //! anything running is changed, so a config that cannot be applied leaves the
-//! running one as it was: a new incarnation that took over a spool only added
-//! itself to the spool's users, and retires again.
+//! running one as it was: a new incarnation that took over a spool only
+//! counted itself as pending there, and retires again.
 //!
-//! Who replays a spool shared by incarnations (`SpoolSlot`): a live one when
-//! there is one; otherwise the last retired one, which also waits for every
-//! incarnation's writers before it deletes the drained file.
+//! Who replays a spool shared by incarnations (`SpoolSlot`): a live one (its
+//! reload committed) when there is one; otherwise the retired one holding the
+//! replay lock, which deletes the drained file only once no incarnation is
+//! pending and every incarnation's writers have ended.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -65,6 +66,8 @@ impl std::error::Error for StartError {}
 /// One incarnation of a backend and its threads.
 struct Running {
     shared: Arc<BackendShared>,
+    /// Counted in its spool's `live` (its reload committed), not `pending`.
+    active: bool,
     /// The registry's sending side; retiring drops it, so the queue closes
     /// once the last config generation holding it is gone.
     queue: Option<Queue>,
@@ -79,10 +82,26 @@ impl Running {
         })
     }
 
+    /// Counts it among its spool's live incarnations: its reload committed.
+    fn activate(&mut self) {
+        if !self.active {
+            self.active = true;
+            if let Some(slot) = &self.shared.spool {
+                slot.live.fetch_add(1, Ordering::SeqCst);
+                slot.pending.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+    }
+
     fn retire(&mut self) {
         if !self.shared.retired.swap(true, Ordering::SeqCst) {
             if let Some(slot) = &self.shared.spool {
-                slot.live.fetch_sub(1, Ordering::SeqCst);
+                let count = if self.active {
+                    &slot.live
+                } else {
+                    &slot.pending
+                };
+                count.fetch_sub(1, Ordering::SeqCst);
             }
         }
         self.queue = None;
@@ -177,6 +196,9 @@ impl Backends {
             }
             self.retiring.push(gone);
         }
+        for running in &mut live {
+            running.activate();
+        }
         self.live = live;
         // Indexed like `config.backends`: every live incarnation has a queue.
         Ok(self
@@ -189,7 +211,7 @@ impl Backends {
     /// Starts a new incarnation of `backend`, taking over the counters and
     /// spool of an earlier incarnation of the same name, if one is running.
     fn start(
-        &self,
+        &mut self,
         config: &Config,
         backend: &crate::config::BackendConfig,
     ) -> Result<Running, StartError> {
@@ -208,7 +230,7 @@ impl Backends {
             // file under it too, so the file is either gone or kept for us.
             let _spool = slot.lock();
             (!slot.removed.load(Ordering::SeqCst)).then(|| {
-                slot.live.fetch_add(1, Ordering::SeqCst);
+                slot.pending.fetch_add(1, Ordering::SeqCst);
                 slot.clone()
             })
         });
@@ -240,13 +262,14 @@ impl Backends {
         let (sender, receiver) = crossbeam_channel::bounded(config.write.queue_batches);
         let mut running = Running {
             shared: shared.clone(),
+            active: false,
             queue: Some(sender),
             threads: Vec::new(),
         };
         for n in 0..backend.writers {
             match spawn_writer(&shared, receiver.clone(), n) {
                 Ok(thread) => running.threads.push(thread),
-                Err(e) => return Err(abandon(running, e)),
+                Err(e) => return Err(self.abandon(running, e)),
             }
         }
         let recovery = Recovery::new(shared.clone());
@@ -255,9 +278,19 @@ impl Backends {
             .spawn(move || recovery.run())
         {
             Ok(thread) => running.threads.push(thread),
-            Err(e) => return Err(abandon(running, e)),
+            Err(e) => return Err(self.abandon(running, e)),
         }
         Ok(running)
+    }
+
+    /// A half-started incarnation: it retires (its writers end with its
+    /// queue) and is kept with the retiring ones, so shutdown joins it. Its
+    /// spool has no replayer of its own until a restart if it had none.
+    fn abandon(&mut self, mut running: Running, e: std::io::Error) -> StartError {
+        running.retire();
+        tracing::error!(backend = %running.shared.config.name, error = %e, "cannot start a backend thread; restart fluxgate to replay its spool");
+        self.retiring.push(running);
+        StartError::Thread(e)
     }
 
     /// Backends retired and still at work whose name no live backend has
@@ -316,15 +349,6 @@ impl Backends {
     }
 }
 
-/// A half-started incarnation: its writers end with its queue. Without a
-/// recovery thread its spool would have no replayer until a restart, so the
-/// failure is logged loudly.
-fn abandon(mut running: Running, e: std::io::Error) -> StartError {
-    running.retire();
-    tracing::error!(backend = %running.shared.config.name, error = %e, "cannot start a backend thread; restart fluxgate to replay its spool");
-    StartError::Thread(e)
-}
-
 /// Whether a retired incarnation's recovery thread has nothing left to do:
 /// a live incarnation replays its spool now, or every writer that could still
 /// append to the spool is gone and it is empty (then the file is deleted) or
@@ -334,10 +358,12 @@ pub(super) fn retirement_done(backend: &BackendShared) -> bool {
         return backend.writers_running.load(Ordering::SeqCst) == 0;
     };
     let spool = slot.lock();
-    if slot.live.load(Ordering::SeqCst) > 0 {
+    // Already deleted (by an earlier incarnation): a backend added again
+    // since has a file of its own at the same path.
+    if slot.removed.load(Ordering::SeqCst) || slot.live.load(Ordering::SeqCst) > 0 {
         return true;
     }
-    if slot.writers.load(Ordering::SeqCst) > 0 {
+    if slot.pending.load(Ordering::SeqCst) > 0 || slot.writers.load(Ordering::SeqCst) > 0 {
         return false;
     }
     if !slot.path.exists() {

@@ -62,9 +62,13 @@ pub struct SpoolSlot {
     /// Held by the one recovery thread that replays this spool, so a backend
     /// replaced by a reload never has two replayers acknowledging records.
     replayer: Mutex<()>,
-    /// Incarnations using this spool that are not retired. While one is,
-    /// it replays the spool; retired ones leave it to it.
+    /// Incarnations using this spool that are not retired and whose reload
+    /// committed. While one is, it replays the spool; retired ones leave it.
     pub live: AtomicUsize,
+    /// Incarnations started by a reload that has not committed yet: they may
+    /// still be undone, so a retired replayer keeps replaying, but must not
+    /// delete the file.
+    pub pending: AtomicUsize,
     /// Writer threads of every incarnation still running: any of them may
     /// yet append a batch.
     pub writers: AtomicUsize,
@@ -79,7 +83,8 @@ impl SpoolSlot {
             spool: Mutex::new(spool),
             path,
             replayer: Mutex::new(()),
-            live: AtomicUsize::new(1),
+            live: AtomicUsize::new(0),
+            pending: AtomicUsize::new(1),
             writers: AtomicUsize::new(0),
             removed: AtomicBool::new(false),
         }

@@ -30,8 +30,8 @@
 //! | `SHOW SERIES / TAG KEYS / TAG VALUES / FIELD KEYS [ON db] [FROM s]` | `ShowSeries`, ... | `Some` with `FROM`, else `All` |
 //! | `SHOW MEASUREMENTS [ON db] [WITH MEASUREMENT = m \| =~ /re/]` | `ShowMeasurements` | `Some([m])` / `Some([/re/])`, else `All` |
 //! | `SHOW ... [EXACT] CARDINALITY` of the above | the same kind | the same |
-//! | `SHOW DATABASES`, `RETENTION POLICIES`, `USERS`, `SHARDS`, `STATS`, `DIAGNOSTICS`, `CONTINUOUS QUERIES` | their kind | `None` |
-//! | other `SHOW` (`GRANTS`, `QUERIES`, `SHARD GROUPS`, `SUBSCRIPTIONS`, ...) | `ShowOther` | `None` |
+//! | `SHOW DATABASES`, `RETENTION POLICIES`, `USERS`, `SHARDS`, `STATS`, `DIAGNOSTICS`, `CONTINUOUS QUERIES`, `QUERIES` | their kind | `None` |
+//! | other `SHOW` (`GRANTS`, `SHARD GROUPS`, `SUBSCRIPTIONS`, ...) | `ShowOther` | `None` |
 //! | `CREATE CONTINUOUS QUERY cq ON db ... BEGIN SELECT ... END` | `CreateContinuousQuery` | the `SELECT`'s, in `db` |
 //! | `CREATE DATABASE / RETENTION POLICY / USER`, other `CREATE` | their kind, `CreateOther` | `None` |
 //! | `DROP MEASUREMENT m`, `DROP SERIES [FROM s]` | `Drop` | `Some`, else `All` |
@@ -97,6 +97,7 @@ pub enum StatementKind {
     ShowStats,
     ShowDiagnostics,
     ShowContinuousQueries,
+    ShowQueries,
     ShowOther,
     CreateDatabase,
     CreateRetentionPolicy,
@@ -160,6 +161,7 @@ impl StatementKind {
                 | ShowStats
                 | ShowDiagnostics
                 | ShowContinuousQueries
+                | ShowQueries
                 | ShowOther
         )
     }

@@ -54,6 +54,7 @@ pub(super) fn classify(src: &str, toks: &[Token]) -> Result<(StatementKind, Sour
                 ("stats", _) => ShowStats,
                 ("diagnostics", _) => ShowDiagnostics,
                 ("continuous", "queries") => ShowContinuousQueries,
+                ("queries", _) => ShowQueries,
                 _ => ShowOther,
             };
             let sources = match kind {

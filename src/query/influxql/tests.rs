@@ -309,7 +309,8 @@ fn show_statements() {
     case("SHOW DIAGNOSTICS", ShowDiagnostics, "None");
     case("SHOW CONTINUOUS QUERIES", ShowContinuousQueries, "None");
     case("SHOW GRANTS FOR bob", ShowOther, "None");
-    case("SHOW QUERIES", ShowOther, "None");
+    case("SHOW QUERIES", ShowQueries, "None");
+    case("SHOW/* queries */GRANTS FOR bob", ShowOther, "None");
     case("SHOW SUBSCRIPTIONS", ShowOther, "None");
     case("SHOW", ShowOther, "None");
 }
