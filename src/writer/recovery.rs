@@ -8,6 +8,10 @@
 //! answered 2xx (or a 4xx, which no retry can fix: counted and logged). A
 //! failed replay leaves the record in place and marks the backend down again.
 //! With `spool.sync = "interval"`, this thread also syncs the spool.
+//!
+//! Replay of one spool is one thread's at a time (the slot's replay lock):
+//! after a reload, a retired incarnation's thread hands it on to the live
+//! one, or replays what is left itself and ends (`backends::retirement_done`).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
