@@ -5,6 +5,8 @@
 //! bytes), generated once. Every benchmark checks its answer (lines counted).
 //! Run: `cargo bench --bench write_path`.
 
+mod common;
+
 use std::fmt;
 use std::time::SystemTime;
 
@@ -34,23 +36,7 @@ impl fmt::Display for Scenario {
 
 impl Scenario {
     fn body(self) -> Vec<u8> {
-        let mut body = String::new();
-        for i in 0..self.lines {
-            let host = if self.escapes {
-                format!("host\\ {}\\,x", i % 100)
-            } else {
-                format!("host_{}", i % 100)
-            };
-            body.push_str(&format!(
-                "cpu,hostname={host},region=eu-west-1,datacenter=eu-west-1a,rack=42,os=Ubuntu16.10,arch=x86,\
-                 team=NYC,service=18,service_version=1,service_environment=production \
-                 usage_user=58.1317,usage_system=2.6454,usage_idle=24.1239,usage_nice=61.0421,usage_iowait=22.9345,\
-                 usage_irq=63.6204,usage_softirq=6.6546,usage_steal=37.9463,usage_guest=36.5812,usage_guest_nice=4.9213 \
-                 {}\n",
-                1_451_606_400_000_000_000_i64 + i as i64 * 1_000_000_000
-            ));
-        }
-        body.into_bytes()
+        common::cpu_body(self.lines, self.escapes)
     }
 }
 

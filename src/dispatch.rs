@@ -134,8 +134,8 @@ mod tests {
         Arc::new(Batch::new(Arc::new(key), Vec::new(), lines))
     }
 
-    #[test]
-    fn full_queues_overflow_in_order_and_drain_later() {
+    /// A router sending every measurement to backends a (0) and b (1).
+    fn replicated_to_a_and_b() -> (Router, SetId) {
         let config = Config::from_toml(
             "[[backends]]\nname = \"a\"\nurl = \"http://h:1\"\n[[backends]]\nname = \"b\"\nurl = \"http://h:2\"\n\
              [routes]\n_default_ = [\"a\", \"b\"]",
@@ -143,6 +143,12 @@ mod tests {
         .unwrap();
         let router = Router::new(&config);
         let set = router.route(b"m").unwrap();
+        (router, set)
+    }
+
+    #[test]
+    fn full_queues_overflow_in_order_and_drain_later() {
+        let (router, set) = replicated_to_a_and_b();
         let (a_tx, a_rx) = crossbeam_channel::bounded(1);
         let (b_tx, b_rx) = crossbeam_channel::bounded(3);
         let mut dispatcher = Dispatcher::new(vec![a_tx, b_tx]);
@@ -165,13 +171,7 @@ mod tests {
 
     #[test]
     fn a_kept_backend_gets_older_overflow_before_newer_batches() {
-        let config = Config::from_toml(
-            "[[backends]]\nname = \"a\"\nurl = \"http://h:1\"\n[[backends]]\nname = \"b\"\nurl = \"http://h:2\"\n\
-             [routes]\n_default_ = [\"a\", \"b\"]",
-        )
-        .unwrap();
-        let router = Router::new(&config);
-        let set = router.route(b"m").unwrap();
+        let (router, set) = replicated_to_a_and_b();
         let (a_tx, a_rx) = crossbeam_channel::bounded(1);
         let (b_tx, _b_rx) = crossbeam_channel::bounded(1);
         let mut old = Dispatcher::new(vec![a_tx.clone(), b_tx]);

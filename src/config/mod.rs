@@ -319,13 +319,8 @@ impl ByteSize {
 
     /// Parses "123", "64KiB", "64MiB", "1GiB", "10KB", "10MB", "1GB" (case-insensitive units).
     pub fn parse(text: &str) -> Option<ByteSize> {
-        let text = text.trim();
-        let split = text
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len());
-        let (number, unit) = text.split_at(split);
-        let number: u64 = number.parse().ok()?;
-        let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        let (number, unit) = number_and_unit(text)?;
+        let multiplier: u64 = match unit.to_ascii_lowercase().as_str() {
             "" | "b" => 1,
             "k" | "kb" => 1_000,
             "m" | "mb" => 1_000_000,
@@ -358,15 +353,20 @@ impl<'de> Deserialize<'de> for ByteSize {
     }
 }
 
-/// Parses "250ms", "10s", "5m", "1h", or a plain number of milliseconds.
-pub fn parse_duration(text: &str) -> Option<Duration> {
+/// "64 MiB" -> (64, "MiB"): the leading digits and the (trimmed) rest.
+fn number_and_unit(text: &str) -> Option<(u64, &str)> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let number: u64 = number.parse().ok()?;
-    match unit.trim() {
+    Some((number.parse().ok()?, unit.trim()))
+}
+
+/// Parses "250ms", "10s", "5m", "1h", or a plain number of milliseconds.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let (number, unit) = number_and_unit(text)?;
+    match unit {
         "" | "ms" => Some(Duration::from_millis(number)),
         "us" => Some(Duration::from_micros(number)),
         "s" => Some(Duration::from_secs(number)),

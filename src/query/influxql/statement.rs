@@ -100,6 +100,17 @@ pub(super) fn classify(src: &str, toks: &[Token]) -> Result<(StatementKind, Sour
     })
 }
 
+/// The tokens of a `SELECT` (or `SELECT ... INTO`); None for other kinds or
+/// text the lexer cannot read.
+fn select_tokens(statement: &Statement) -> Option<Vec<lexer::Token>> {
+    matches!(
+        statement.kind,
+        StatementKind::Select | StatementKind::SelectInto
+    )
+    .then(|| lexer::tokenize(statement.text).ok())
+    .flatten()
+}
+
 /// For a `SELECT` (or `SELECT ... INTO`), each `AS alias` of the field list: the
 /// alias token's byte range in `statement.text` and its unquoted value.
 ///
@@ -107,13 +118,7 @@ pub(super) fn classify(src: &str, toks: &[Token]) -> Result<(StatementKind, Sour
 /// followed by a bare or double-quoted identifier. Aliases inside subqueries, and
 /// statements of any other kind, give nothing.
 pub fn select_aliases(statement: &Statement) -> Vec<(Range<usize>, String)> {
-    if !matches!(
-        statement.kind,
-        StatementKind::Select | StatementKind::SelectInto
-    ) {
-        return Vec::new();
-    }
-    let Ok(toks) = lexer::tokenize(statement.text) else {
+    let Some(toks) = select_tokens(statement) else {
         return Vec::new();
     };
     let t = Tokens::new(statement.text, &toks);
@@ -145,13 +150,7 @@ pub fn select_aliases(statement: &Statement) -> Vec<(Range<usize>, String)> {
 /// (`now() - 1h < time`), bound parameters, other arithmetic, and `WHERE` clauses
 /// of subqueries.
 pub fn time_conditions(statement: &Statement) -> Vec<Range<usize>> {
-    if !matches!(
-        statement.kind,
-        StatementKind::Select | StatementKind::SelectInto
-    ) {
-        return Vec::new();
-    }
-    let Ok(toks) = lexer::tokenize(statement.text) else {
+    let Some(toks) = select_tokens(statement) else {
         return Vec::new();
     };
     let t = Tokens::new(statement.text, &toks);

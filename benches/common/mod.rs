@@ -1,0 +1,25 @@
+//! Inputs shared by the benches (a folder, so cargo does not take it for a
+//! bench of its own).
+
+/// `lines` lines of the classic devops `cpu` shape (10 tags, 10 float
+/// fields, about 386 bytes), with increasing timestamps; with `escapes`,
+/// the host tag holds an escaped space and comma.
+pub fn cpu_body(lines: usize, escapes: bool) -> Vec<u8> {
+    let mut body = String::new();
+    for i in 0..lines {
+        let host = if escapes {
+            format!("host\\ {}\\,x", i % 100)
+        } else {
+            format!("host_{}", i % 100)
+        };
+        body.push_str(&format!(
+            "cpu,hostname={host},region=eu-west-1,datacenter=eu-west-1a,rack=42,os=Ubuntu16.10,arch=x86,\
+             team=NYC,service=18,service_version=1,service_environment=production \
+             usage_user=58.1317,usage_system=2.6454,usage_idle=24.1239,usage_nice=61.0421,usage_iowait=22.9345,\
+             usage_irq=63.6204,usage_softirq=6.6546,usage_steal=37.9463,usage_guest=36.5812,usage_guest_nice=4.9213 \
+             {}\n",
+            1_451_606_400_000_000_000_i64 + i as i64 * 1_000_000_000
+        ));
+    }
+    body.into_bytes()
+}
