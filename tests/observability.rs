@@ -159,12 +159,11 @@ fn status_shows_each_backend_as_json_and_as_a_table() {
         "{status}"
     );
 
-    let (exit, _) = Fluxgate::run(&["status", "--url", &proxy.url("")]);
-    assert!(exit.success());
     let output = std::process::Command::new(Fluxgate::binary())
         .args(["status", "--url", &proxy.url("")])
         .output()
         .unwrap();
+    assert!(output.status.success(), "{output:?}");
     let table = String::from_utf8(output.stdout).unwrap();
     assert!(
         table.contains("BACKEND") && table.contains("LAST ERROR"),
