@@ -45,7 +45,7 @@ pub const MAX_KEY_LENGTH: usize = 65535;
 
 /// Length of tsm1's field-key separator, which InfluxDB counts into the series key
 /// size (`seriesKeySize`).
-const FIELD_KEY_SEPARATOR_LEN: usize = 4;
+pub(super) const FIELD_KEY_SEPARATOR_LEN: usize = 4;
 
 /// Integers with at least this many characters (sign included) may overflow `i64`, so
 /// only they are parsed (`maxInt64Digits`); shorter ones cannot.
@@ -238,6 +238,9 @@ impl fmt::Debug for Excerpt {
 ///
 /// The first problem InfluxDB 1.x would report, in its order of checks.
 pub fn parse_line(line: &[u8]) -> Result<Line, LineError> {
+    if let Some(parsed) = super::plain::parse(line) {
+        return Ok(parsed);
+    }
     let start = skip_blanks(line, 0);
     let (measurement_end, has_tags) = scan_measurement(line, start)?;
     let key_end = if has_tags {
@@ -340,46 +343,95 @@ fn scan_measurement(buf: &[u8], start: usize) -> Result<(usize, bool), LineError
 
 /// A tag key's bounds in the line; never empty.
 #[derive(Clone, Copy)]
-struct TagKey {
-    start: usize,
-    end: usize,
+pub(super) struct TagKey {
+    pub(super) start: usize,
+    pub(super) end: usize,
+}
+
+/// The duplicate check of `scanKey`, fed one tag key at a time, in line order.
+///
+/// Clients usually send tags sorted, so neighbours are compared while that holds.
+/// Past that, each key adds an 8-bit fingerprint to a set: equal keys have equal
+/// fingerprints, so while no two keys share one there is no duplicate and no keys
+/// need comparing (the usual case for unsorted sets too).
+pub(super) struct TagKeyCheck {
+    prev: TagKey,
+    first: bool,
+    fingerprints: [u64; 4],
+    shared_fingerprint: bool,
+    sorted: bool,
+    duplicate: bool,
+}
+
+/// What [`TagKeyCheck`] can tell from order and fingerprints alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Duplicates {
+    None,
+    Found,
+    /// Unsorted keys share a fingerprint: only comparing them can tell.
+    Unknown,
+}
+
+impl TagKeyCheck {
+    pub(super) fn new() -> Self {
+        Self {
+            prev: TagKey { start: 0, end: 0 },
+            first: true,
+            fingerprints: [0; 4],
+            shared_fingerprint: false,
+            sorted: true,
+            duplicate: false,
+        }
+    }
+
+    /// Adds the (non-empty) key `buf[key.start..key.end]`.
+    #[inline(always)]
+    pub(super) fn push(&mut self, buf: &[u8], key: TagKey) {
+        let this = &buf[key.start..key.end];
+        // InfluxDB reports duplicates only after the whole tag set has scanned, so
+        // the first one found is only remembered.
+        if self.sorted && !self.duplicate && !self.first {
+            let prev = &buf[self.prev.start..self.prev.end];
+            // Keys nearly always differ in their first byte: decide on that inline
+            // rather than through a `memcmp` call. Same order either way.
+            match prev[0].cmp(&this[0]).then_with(|| prev.cmp(this)) {
+                std::cmp::Ordering::Less => {}
+                std::cmp::Ordering::Equal => self.duplicate = true,
+                std::cmp::Ordering::Greater => self.sorted = false,
+            }
+        }
+        let print = key_fingerprint(this);
+        let (word, bit) = (usize::from(print / 64), 1 << (print % 64));
+        self.shared_fingerprint |= self.fingerprints[word] & bit != 0;
+        self.fingerprints[word] |= bit;
+        self.prev = key;
+        self.first = false;
+    }
+
+    pub(super) fn verdict(&self) -> Duplicates {
+        if self.duplicate {
+            Duplicates::Found
+        } else if self.sorted || !self.shared_fingerprint {
+            Duplicates::None
+        } else {
+            Duplicates::Unknown
+        }
+    }
 }
 
 /// `scanTags` + the duplicate check of `scanKey`: returns the position of the space
 /// ending the tag set.
 fn scan_tags(buf: &[u8], mut i: usize) -> Result<usize, LineError> {
     let tags_start = i;
-    // For the duplicate check of an unsorted set: the keys (past `SMALL_TAG_SET`
-    // only the last one), and the set of key fingerprints seen. Equal keys have equal
-    // fingerprints, so unless two keys share one there is no duplicate, and the keys
-    // need not be compared at all (the usual case).
+    let mut check = TagKeyCheck::new();
+    // The keys, for an unsorted set whose fingerprints collide (past `SMALL_TAG_SET`
+    // only the last one is kept, and the set is scanned again).
     let mut keys = [TagKey { start: 0, end: 0 }; SMALL_TAG_SET];
     let mut count = 0;
-    let mut fingerprints = [0u64; 4];
-    let mut shared_fingerprint = false;
-    let mut sorted = true;
-    let mut duplicate = false;
     let end = loop {
         let key = scan_tag_key(buf, i)?;
         let (next, more) = scan_tag_value(buf, key.end + 1)?;
-        let this = &buf[key.start..key.end];
-        // Clients usually send tags sorted, so compare neighbours while that holds;
-        // InfluxDB reports duplicates only after the whole tag set has scanned.
-        if sorted && !duplicate && count > 0 {
-            let prev = keys[(count - 1).min(SMALL_TAG_SET - 1)];
-            let prev = &buf[prev.start..prev.end];
-            // Keys nearly always differ in their first byte: decide on that inline
-            // rather than through a `memcmp` call. Same order either way.
-            match prev[0].cmp(&this[0]).then_with(|| prev.cmp(this)) {
-                std::cmp::Ordering::Less => {}
-                std::cmp::Ordering::Equal => duplicate = true,
-                std::cmp::Ordering::Greater => sorted = false,
-            }
-        }
-        let print = key_fingerprint(this);
-        let (word, bit) = (usize::from(print / 64), 1 << (print % 64));
-        shared_fingerprint |= fingerprints[word] & bit != 0;
-        fingerprints[word] |= bit;
+        check.push(buf, key);
         keys[count.min(SMALL_TAG_SET - 1)] = key;
         count += 1;
         if !more {
@@ -387,14 +439,13 @@ fn scan_tags(buf: &[u8], mut i: usize) -> Result<usize, LineError> {
         }
         i = next + 1;
     };
-    let unsorted_duplicate = !sorted
-        && shared_fingerprint
-        && if count <= SMALL_TAG_SET {
-            has_duplicate_small(buf, &keys[..count])
-        } else {
-            has_duplicate_keys(buf, tags_start, end)
-        };
-    if duplicate || unsorted_duplicate {
+    let duplicate = match check.verdict() {
+        Duplicates::None => false,
+        Duplicates::Found => true,
+        Duplicates::Unknown if count <= SMALL_TAG_SET => has_duplicate_small(buf, &keys[..count]),
+        Duplicates::Unknown => has_duplicate_keys(buf, tags_start, end),
+    };
+    if duplicate {
         return Err(LineError::DuplicateTags);
     }
     Ok(end)
@@ -609,7 +660,7 @@ fn scan_number(buf: &[u8], start: usize) -> Result<usize, LineError> {
 /// - an integer `-?[0-9]+i` with fewer than [`INT_CHECK_DIGITS`] characters before
 ///   the `i`;
 /// - an unsigned `[0-9]+u` with fewer than [`UINT_CHECK_DIGITS`] digits.
-fn plain_number_end(buf: &[u8], start: usize) -> Option<usize> {
+pub(super) fn plain_number_end(buf: &[u8], start: usize) -> Option<usize> {
     let negative = buf.get(start) == Some(&b'-');
     let digits_start = start + usize::from(negative);
     // Find the end of the digits and dots a word at a time, counting the dots (up to
@@ -744,11 +795,19 @@ fn parse_ascii<T: std::str::FromStr>(text: &[u8]) -> Option<T> {
 /// the `,`, space or end after it.
 fn scan_boolean(buf: &[u8], start: usize) -> Result<usize, LineError> {
     let end = find_any(buf, start, COMMA_SPACE);
-    match &buf[start..end] {
-        b"t" | b"T" | b"true" | b"True" | b"TRUE" | b"f" | b"F" | b"false" | b"False"
-        | b"FALSE" => Ok(end),
-        _ => Err(LineError::InvalidBoolean),
+    if is_boolean(&buf[start..end]) {
+        Ok(end)
+    } else {
+        Err(LineError::InvalidBoolean)
     }
+}
+
+/// The spellings of a boolean field value InfluxDB accepts.
+pub(super) fn is_boolean(value: &[u8]) -> bool {
+    matches!(
+        value,
+        b"t" | b"T" | b"true" | b"True" | b"TRUE" | b"f" | b"F" | b"false" | b"False" | b"FALSE"
+    )
 }
 
 /// Timestamps with at most this many digits fit in a `u64` whatever the digits
@@ -758,7 +817,7 @@ const TIMESTAMP_FAST_DIGITS: usize = 19;
 
 /// `scanTime` plus the timestamp checks of `parsePoint`: returns whether there is a
 /// timestamp.
-fn scan_time(buf: &[u8], i: usize) -> Result<bool, LineError> {
+pub(super) fn scan_time(buf: &[u8], i: usize) -> Result<bool, LineError> {
     let start = skip_blanks(buf, i);
     let negative = buf.get(start) == Some(&b'-');
     let digits_start = start + usize::from(negative);

@@ -10,6 +10,8 @@
 //! 3. [`line::parse_line`] validates each point exactly as InfluxDB 1.x's parser
 //!    would, without allocating, and reports where the measurement ends so the
 //!    router can pick a backend.
+//!    Plain points (no escapes, no strings) take a fast path (`plain`) that checks
+//!    their structure from a bitmask of delimiters; the rest take the full port.
 //! 4. [`precision::Precision`] turns the `precision=` query parameter into the value
 //!    forwarded to backends and the timestamp given to points that lack one.
 //!
@@ -23,6 +25,7 @@
 
 pub mod gzip;
 pub mod line;
+mod plain;
 pub mod precision;
 pub mod scan;
 mod swar;
