@@ -23,6 +23,7 @@
 //! <https://github.com/influxdata/influxdb/blob/004d1cf413d9dd5ed27fb3e761033ceff3def206/models/points.go>.
 //! Each deliberate difference is documented where it happens.
 
+mod classify;
 pub mod gzip;
 pub mod line;
 mod plain;

@@ -157,156 +157,10 @@ fn first_in_chunk_swar<const N: usize>(chunk: &[u8; 16], set: [u8; N]) -> Option
     (both != 0).then(|| (both.trailing_zeros() / 8) as usize)
 }
 
-/// Where the bytes that shape a plain line are among 64 bytes of it, as bitmasks:
-/// bit `k` stands for byte `k` of the block.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(super) struct Delimiters {
-    /// `,` and space: what ends a measurement or a value.
-    pub(super) separators: u64,
-    /// `=`: what ends a key.
-    pub(super) equals: u64,
-    /// The spaces alone.
-    pub(super) spaces: u64,
-    /// `\` and `"`: what makes a line not plain.
-    pub(super) escaping: u64,
-}
-
-/// The [`Delimiters`] of the 64 bytes at `buf[i..]`; bytes past the end of `buf` are
-/// in none of the masks. `i` must be at most `buf.len()`.
-#[inline(always)]
-pub(super) fn delimiters_64(buf: &[u8], i: usize) -> Delimiters {
-    block_delimiters::<16>(buf, i, classify_chunk)
-}
-
-/// [`delimiters_64`] with AVX2, 32 bytes at a time.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-#[inline]
-pub(super) fn delimiters_64_avx2(buf: &[u8], i: usize) -> Delimiters {
-    block_delimiters::<32>(buf, i, |chunk| classify_chunk_avx2(chunk))
-}
-
-/// Assembles a block's masks from chunks of `W` bytes classified by `classify`.
-#[inline(always)]
-fn block_delimiters<const W: usize>(
-    buf: &[u8],
-    i: usize,
-    classify: impl Fn(&[u8; W]) -> ChunkDelimiters,
-) -> Delimiters {
-    let mut all = Delimiters::default();
-    for k in 0..64 / W {
-        let at = i + W * k;
-        let chunk = if let Some(chunk) = buf.get(at..at + W) {
-            classify(chunk.try_into().expect("W bytes"))
-        } else if at >= buf.len() {
-            break;
-        } else if let Some(last) = buf.len().checked_sub(W) {
-            // The line's last W bytes, shifted so that `at` comes first: no copy.
-            classify(buf[last..].try_into().expect("W bytes")).shifted_down(at - last)
-        } else {
-            let mut padded = [0u8; W];
-            padded[..buf.len() - at].copy_from_slice(&buf[at..]);
-            classify(&padded)
-        };
-        let shift = W * k;
-        all.separators |= chunk.separators << shift;
-        all.equals |= chunk.equals << shift;
-        all.spaces |= chunk.spaces << shift;
-        all.escaping |= chunk.escaping << shift;
-    }
-    all
-}
-
-/// [`Delimiters`] of one chunk (16 or 32 bytes), in the low bits of each mask.
-#[derive(Debug, PartialEq, Eq)]
-struct ChunkDelimiters {
-    separators: u64,
-    equals: u64,
-    spaces: u64,
-    escaping: u64,
-}
-
-impl ChunkDelimiters {
-    #[inline(always)]
-    fn shifted_down(self, bytes: usize) -> Self {
-        Self {
-            separators: self.separators >> bytes,
-            equals: self.equals >> bytes,
-            spaces: self.spaces >> bytes,
-            escaping: self.escaping >> bytes,
-        }
-    }
-}
-
-/// Classifies 32 bytes with AVX2.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-#[inline]
-fn classify_chunk_avx2(chunk: &[u8; 32]) -> ChunkDelimiters {
-    use std::arch::x86_64::{
-        _mm256_cmpeq_epi8, _mm256_loadu_si256, _mm256_movemask_epi8, _mm256_or_si256,
-        _mm256_set1_epi8,
-    };
-    // SAFETY: the load reads the 32 bytes of `chunk`, with no alignment requirement.
-    let bytes = unsafe { _mm256_loadu_si256(chunk.as_ptr().cast()) };
-    let is = |b: u8| _mm256_cmpeq_epi8(bytes, _mm256_set1_epi8(b as i8));
-    let mask = |v| u64::from(_mm256_movemask_epi8(v) as u32);
-    let spaces = is(b' ');
-    ChunkDelimiters {
-        separators: mask(_mm256_or_si256(is(b','), spaces)),
-        equals: mask(is(b'=')),
-        spaces: mask(spaces),
-        escaping: mask(_mm256_or_si256(is(b'\\'), is(b'"'))),
-    }
-}
-
-/// Classifies a chunk with SSE2.
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-fn classify_chunk(chunk: &[u8; 16]) -> ChunkDelimiters {
-    use std::arch::x86_64::{
-        _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
-    };
-    // SAFETY: SSE2 only, which x86_64 always has (see `first_in_chunk`); the load
-    // reads the 16 bytes of `chunk`, with no alignment requirement.
-    unsafe {
-        let bytes = _mm_loadu_si128(chunk.as_ptr().cast());
-        let is = |b: u8| _mm_cmpeq_epi8(bytes, _mm_set1_epi8(b as i8));
-        let spaces = is(b' ');
-        let mask = |v| u64::from(_mm_movemask_epi8(v) as u16);
-        ChunkDelimiters {
-            separators: mask(_mm_or_si128(is(b','), spaces)),
-            equals: mask(is(b'=')),
-            spaces: mask(spaces),
-            escaping: mask(_mm_or_si128(is(b'\\'), is(b'"'))),
-        }
-    }
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-use classify_chunk_swar as classify_chunk;
-
-/// The portable [`classify_chunk`].
-#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
-#[inline(always)]
-fn classify_chunk_swar(chunk: &[u8; 16]) -> ChunkDelimiters {
-    let bits = |test: &dyn Fn(u64) -> u64| {
-        let low = u64::from_le_bytes(chunk[..8].try_into().expect("8 bytes"));
-        let high = u64::from_le_bytes(chunk[8..].try_into().expect("8 bytes"));
-        u64::from(flags_to_bits(test(low)) | flags_to_bits(test(high)) << 8)
-    };
-    ChunkDelimiters {
-        separators: bits(&|w| eq_flags(w, b',') | eq_flags(w, b' ')),
-        equals: bits(&|w| eq_flags(w, b'=')),
-        spaces: bits(&|w| eq_flags(w, b' ')),
-        escaping: bits(&|w| eq_flags(w, b'\\') | eq_flags(w, b'"')),
-    }
-}
-
 /// Packs the flags of a word (bit 7 of each byte) into bits 0..8, byte `k` to bit `k`.
 #[cfg_attr(target_arch = "x86_64", allow(dead_code))]
 #[inline(always)]
-fn flags_to_bits(flags: u64) -> u32 {
+pub(super) fn flags_to_bits(flags: u64) -> u32 {
     // Each flag, moved to bit 0 of its byte, is multiplied into the top byte at its
     // own bit; no two products overlap there.
     (((flags >> 7).wrapping_mul(0x0102_0408_1020_4080)) >> 56) as u32
@@ -425,57 +279,13 @@ mod tests {
         assert_eq!(first_in_chunk_swar(&chunk, set), None);
     }
 
-    /// The bytewise [`Delimiters`] of `bytes` (at most 64).
-    fn bytewise(bytes: &[u8]) -> Delimiters {
-        let mask = |set: &[u8]| {
-            bytes
-                .iter()
-                .enumerate()
-                .fold(0u64, |acc, (k, b)| acc | (u64::from(set.contains(b)) << k))
-        };
-        Delimiters {
-            separators: mask(b", "),
-            equals: mask(b"="),
-            spaces: mask(b" "),
-            escaping: mask(b"\\\""),
-        }
-    }
-
     #[test]
-    fn delimiter_masks_match_bytewise_tests() {
-        let mut chunk = [b'a'; 16];
-        for b in 0..=255u8 {
-            for at in 0..16 {
-                chunk.fill(b'a');
-                chunk[(at + 5) % 16] = b'=';
-                chunk[at] = b;
-                let want = bytewise(&chunk);
-                let want = ChunkDelimiters {
-                    separators: want.separators,
-                    equals: want.equals,
-                    spaces: want.spaces,
-                    escaping: want.escaping,
-                };
-                assert_eq!(classify_chunk(&chunk), want, "{b} at {at}");
-                assert_eq!(classify_chunk_swar(&chunk), want, "{b} at {at}");
-            }
-        }
-        // Every block start of lines of every length up to 130: only the bytes that
-        // are there count.
-        let text = b"m,t=v f=\\1 \"x\" 5,a=b c d=e,f=g h=i\\j";
-        let long: Vec<u8> = text.iter().cycle().take(130).copied().collect();
-        for len in 0..=long.len() {
-            let line = &long[..len];
-            for i in 0..=len {
-                let block = &line[i..len.min(i + 64)];
-                assert_eq!(delimiters_64(line, i), bytewise(block), "{len} {i}");
-                #[cfg(target_arch = "x86_64")]
-                if std::is_x86_feature_detected!("avx2") {
-                    // SAFETY: the CPU has AVX2.
-                    let avx2 = unsafe { delimiters_64_avx2(line, i) };
-                    assert_eq!(avx2, bytewise(block), "avx2 {len} {i}");
-                }
-            }
+    fn packs_flags_to_bits() {
+        for bits in [0u32, 1, 0x80, 0xff, 0xa5, 0x5a, 0x01 | 0x40] {
+            let flags = (0..8).fold(0u64, |acc, k| {
+                acc | (u64::from(bits >> k & 1) << (8 * k + 7))
+            });
+            assert_eq!(flags_to_bits(flags), bits);
         }
     }
 
