@@ -1,6 +1,7 @@
 //! Classifying 64 bytes of a line at once into bitmasks (bit `k` for byte `k` of the
 //! block), for the plain-line fast path: SSE2 (every x86_64) or AVX2 (checked at run
-//! time), and portable SWAR elsewhere.
+//! time), and portable SWAR elsewhere; and the prefix XOR that turns a mask of
+//! delimiters into the spans between them.
 //!
 //! Bytes past the end of the line are in no mask. The last partial chunk of a line
 //! is classified from the line's last chunk-sized window, shifted, rather than
@@ -35,6 +36,9 @@ pub(super) trait Classifier: Copy {
     fn delimiters(self, buf: &[u8], i: usize) -> Delimiters;
     /// The [`NumberBytes`] of the 64 bytes at `buf[i..]`; `i` at most `buf.len()`.
     fn number_bytes(self, buf: &[u8], i: usize) -> NumberBytes;
+    /// Bit `k` of the result is the XOR of bits `0..=k` of `x`: set from the 1st,
+    /// 3rd ... set bit of `x` up to (not including) the next one.
+    fn prefix_xor(self, x: u64) -> u64;
 }
 
 /// The classifier every CPU of the target has: SSE2 on x86_64, SWAR elsewhere.
@@ -62,19 +66,45 @@ impl Classifier for Baseline {
             minus,
         }
     }
+
+    #[inline(always)]
+    fn prefix_xor(self, mut x: u64) -> u64 {
+        for shift in [1, 2, 4, 8, 16, 32] {
+            x ^= x << shift;
+        }
+        x
+    }
 }
 
-/// The AVX2 classifier, 32 bytes an instruction. A value exists only on CPUs that
-/// have AVX2, which is what makes its use sound.
+/// The AVX2 classifier, 32 bytes an instruction, with the carry-less multiply and
+/// bit instructions every AVX2 CPU also has. A value exists only on CPUs that have
+/// AVX2, PCLMULQDQ, BMI1, LZCNT and POPCNT, which is what makes its use (and code
+/// compiled for those features) sound.
 #[cfg(target_arch = "x86_64")]
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Avx2(());
 
 #[cfg(target_arch = "x86_64")]
 impl Avx2 {
-    /// The classifier, if the CPU has AVX2 (a cached check).
+    /// The classifier, if the CPU has all it needs: checked once, then one load.
+    #[inline(always)]
     pub(super) fn detect() -> Option<Self> {
-        std::is_x86_feature_detected!("avx2").then_some(Self(()))
+        use std::sync::atomic::{AtomicU8, Ordering};
+        const UNKNOWN: u8 = 0;
+        const ABSENT: u8 = 1;
+        const PRESENT: u8 = 2;
+        static FEATURES: AtomicU8 = AtomicU8::new(UNKNOWN);
+        let mut features = FEATURES.load(Ordering::Relaxed);
+        if features == UNKNOWN {
+            let all = std::is_x86_feature_detected!("avx2")
+                && std::is_x86_feature_detected!("pclmulqdq")
+                && std::is_x86_feature_detected!("bmi1")
+                && std::is_x86_feature_detected!("lzcnt")
+                && std::is_x86_feature_detected!("popcnt");
+            features = if all { PRESENT } else { ABSENT };
+            FEATURES.store(features, Ordering::Relaxed);
+        }
+        (features == PRESENT).then_some(Self(()))
     }
 }
 
@@ -101,6 +131,12 @@ impl Classifier for Avx2 {
             dots,
             minus,
         }
+    }
+
+    #[inline(always)]
+    fn prefix_xor(self, x: u64) -> u64 {
+        // SAFETY: `self` exists, so the CPU has PCLMULQDQ.
+        unsafe { avx2::prefix_xor(x) }
     }
 }
 
@@ -220,8 +256,17 @@ fn chunk_number_bytes_swar(chunk: &[u8; 16]) -> [u64; 3] {
 mod avx2 {
     use std::arch::x86_64::{
         __m256i, _mm256_cmpeq_epi8, _mm256_loadu_si256, _mm256_min_epu8, _mm256_movemask_epi8,
-        _mm256_or_si256, _mm256_set1_epi8, _mm256_sub_epi8,
+        _mm256_or_si256, _mm256_set1_epi8, _mm256_sub_epi8, _mm_clmulepi64_si128,
+        _mm_cvtsi128_si64, _mm_set_epi64x,
     };
+
+    /// Multiplying by all ones without carries XORs every bit into all those above.
+    #[target_feature(enable = "pclmulqdq")]
+    #[inline]
+    pub(super) fn prefix_xor(x: u64) -> u64 {
+        let product = _mm_clmulepi64_si128(_mm_set_epi64x(0, x as i64), _mm_set_epi64x(0, -1), 0);
+        _mm_cvtsi128_si64(product) as u64
+    }
 
     #[target_feature(enable = "avx2")]
     #[inline]
@@ -323,6 +368,22 @@ mod tests {
         let chunk: [u8; 16] = std::array::from_fn(|k| b"a,= \\\"0.-9/:x\t\n\0"[k]);
         assert_eq!(chunk_delimiters_swar(&chunk), chunk_delimiters(&chunk));
         assert_eq!(chunk_number_bytes_swar(&chunk), chunk_number_bytes(&chunk));
+    }
+
+    #[test]
+    fn prefix_xors_agree() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..10_000 {
+            x = x.rotate_left(7).wrapping_mul(0x2545_f491_4f6c_dd1d) ^ (x >> 3);
+            let want = (0..64).fold(0u64, |acc, k| {
+                acc | (u64::from((x & ((2u128 << k) - 1) as u64).count_ones() % 2 == 1) << k)
+            });
+            assert_eq!(Baseline.prefix_xor(x), want, "{x:#x}");
+            #[cfg(target_arch = "x86_64")]
+            if let Some(avx2) = Avx2::detect() {
+                assert_eq!(avx2.prefix_xor(x), want, "{x:#x}");
+            }
+        }
     }
 
     #[test]

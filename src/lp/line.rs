@@ -356,7 +356,9 @@ pub(super) struct TagKey {
 /// need comparing (the usual case for unsorted sets too).
 pub(super) struct TagKeyCheck {
     prev: TagKey,
-    first: bool,
+    /// Compare the next key with `prev`: there is one, and so far the keys are
+    /// sorted without a duplicate.
+    compare: bool,
     fingerprints: [u64; 4],
     shared_fingerprint: bool,
     sorted: bool,
@@ -376,7 +378,7 @@ impl TagKeyCheck {
     pub(super) fn new() -> Self {
         Self {
             prev: TagKey { start: 0, end: 0 },
-            first: true,
+            compare: false,
             fingerprints: [0; 4],
             shared_fingerprint: false,
             sorted: true,
@@ -390,22 +392,30 @@ impl TagKeyCheck {
         let this = &buf[key.start..key.end];
         // InfluxDB reports duplicates only after the whole tag set has scanned, so
         // the first one found is only remembered.
-        if self.sorted && !self.duplicate && !self.first {
+        if self.compare {
             let prev = &buf[self.prev.start..self.prev.end];
             // Keys nearly always differ in their first byte: decide on that inline
             // rather than through a `memcmp` call. Same order either way.
             match prev[0].cmp(&this[0]).then_with(|| prev.cmp(this)) {
                 std::cmp::Ordering::Less => {}
-                std::cmp::Ordering::Equal => self.duplicate = true,
-                std::cmp::Ordering::Greater => self.sorted = false,
+                std::cmp::Ordering::Equal => {
+                    self.duplicate = true;
+                    self.compare = false;
+                }
+                std::cmp::Ordering::Greater => {
+                    self.sorted = false;
+                    self.compare = false;
+                }
             }
+        } else if self.prev.end == 0 {
+            // The first key (no key ends at 0): compare the next one with it.
+            self.compare = true;
         }
         let print = key_fingerprint(this);
         let (word, bit) = (usize::from(print / 64), 1 << (print % 64));
         self.shared_fingerprint |= self.fingerprints[word] & bit != 0;
         self.fingerprints[word] |= bit;
         self.prev = key;
-        self.first = false;
     }
 
     pub(super) fn verdict(&self) -> Duplicates {
@@ -660,6 +670,7 @@ fn scan_number(buf: &[u8], start: usize) -> Result<usize, LineError> {
 /// - an integer `-?[0-9]+i` with fewer than [`INT_CHECK_DIGITS`] characters before
 ///   the `i`;
 /// - an unsigned `[0-9]+u` with fewer than [`UINT_CHECK_DIGITS`] digits.
+#[inline(always)]
 pub(super) fn plain_number_end(buf: &[u8], start: usize) -> Option<usize> {
     let negative = buf.get(start) == Some(&b'-');
     let digits_start = start + usize::from(negative);

@@ -39,14 +39,15 @@ pub(super) fn parse(line: &[u8]) -> Option<Line> {
     parse_blocks(line, Baseline)
 }
 
-/// [`parse`] with the AVX2 classifier, compiled for AVX2 so that it inlines.
+/// [`parse`] with the AVX2 classifier, compiled for the CPU features it checks so
+/// that the classifier inlines.
 #[cfg(target_arch = "x86_64")]
 fn parse_avx2(line: &[u8], avx2: Avx2) -> Option<Line> {
-    #[target_feature(enable = "avx2")]
+    #[target_feature(enable = "avx2,pclmulqdq,bmi1,lzcnt,popcnt")]
     fn with_avx2(line: &[u8], avx2: Avx2) -> Option<Line> {
         parse_blocks(line, avx2)
     }
-    // SAFETY: an `Avx2` exists only on CPUs that have AVX2.
+    // SAFETY: an `Avx2` exists only on CPUs that have every feature enabled here.
     unsafe { with_avx2(line, avx2) }
 }
 
@@ -130,7 +131,7 @@ impl Walk {
         let equals = block.equals & live;
         // Counting markers from 1, the odd ones end the measurement or a value and
         // the even ones are exactly the `=`.
-        let odd = prefix_xor(markers) ^ self.odd;
+        let odd = classifier.prefix_xor(markers) ^ self.odd;
         if markers & !odd != equals {
             return None;
         }
@@ -315,16 +316,6 @@ fn has_run_of_25(bits: u128) -> bool {
 #[inline(always)]
 fn lowest(mask: u64) -> u64 {
     mask & mask.wrapping_neg()
-}
-
-/// Bit `k` of the result is the XOR of bits `0..=k` of `x`: set at the 1st, 3rd ...
-/// set bit of `x` and on to the next one.
-#[inline(always)]
-fn prefix_xor(mut x: u64) -> u64 {
-    for shift in [1, 2, 4, 8, 16, 32] {
-        x ^= x << shift;
-    }
-    x
 }
 
 /// Whether `line[start..]` is a timestamp in the usual form: 8 to 19 digits, not
