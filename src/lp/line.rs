@@ -238,9 +238,15 @@ impl fmt::Debug for Excerpt {
 ///
 /// The first problem InfluxDB 1.x would report, in its order of checks.
 pub fn parse_line(line: &[u8]) -> Result<Line, LineError> {
-    if let Some(parsed) = super::plain::parse(line) {
-        return Ok(parsed);
+    match super::plain::parse(line) {
+        Some(parsed) => Ok(parsed),
+        None => parse_in_full(line),
     }
+}
+
+/// [`parse_line`] without the fast path for plain lines: the port of InfluxDB's
+/// parser, for any line.
+pub(super) fn parse_in_full(line: &[u8]) -> Result<Line, LineError> {
     let start = skip_blanks(line, 0);
     let (measurement_end, has_tags) = scan_measurement(line, start)?;
     let key_end = if has_tags {
@@ -890,13 +896,12 @@ pub(super) fn scan_time(buf: &[u8], i: usize) -> Result<bool, LineError> {
 mod tests {
     use super::*;
 
-    /// Checks one line twice (state must not leak between calls) and, on success,
-    /// the measurement it locates.
+    /// Checks one line twice (state must not leak between calls), through the fast
+    /// path and without it, and on success the measurement it locates.
     #[track_caller]
     fn ok(line: &str, measurement: &str, has_timestamp: bool) {
-        for _ in 0..2 {
-            let got =
-                parse_line(line.as_bytes()).unwrap_or_else(|e| panic!("{line:?} rejected: {e}"));
+        for parse in [parse_line, parse_line, parse_in_full] {
+            let got = parse(line.as_bytes()).unwrap_or_else(|e| panic!("{line:?} rejected: {e}"));
             assert_eq!(
                 &line.as_bytes()[..got.measurement_end],
                 measurement.as_bytes(),
@@ -914,8 +919,8 @@ mod tests {
     /// Checks one line is rejected with `want`'s text, twice.
     #[track_caller]
     fn err(line: &str, want: &str) {
-        for _ in 0..2 {
-            match parse_line(line.as_bytes()) {
+        for parse in [parse_line, parse_line, parse_in_full] {
+            match parse(line.as_bytes()) {
                 Ok(l) => panic!("{line:?} accepted: {l:?}"),
                 Err(e) => assert_eq!(e.to_string(), want, "{line:?}"),
             }

@@ -536,7 +536,7 @@ fn scan_boolean(buf: &[u8], mut i: usize) -> Result<usize, LineError> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::line::{parse_line, unescape_measurement};
+    use super::super::line::{parse_in_full, parse_line, unescape_measurement};
     use super::super::scan::scan_lines;
     use super::*;
     use proptest::prelude::*;
@@ -551,6 +551,13 @@ mod tests {
         for (_, line) in fast {
             let got = parse_line(line);
             prop_assert_eq!(got, parse(line), "line {:?}", String::from_utf8_lossy(line));
+            // And without the fast path for plain lines.
+            prop_assert_eq!(
+                parse_in_full(line),
+                got,
+                "line {:?}",
+                String::from_utf8_lossy(line)
+            );
             if let Ok(l) = got {
                 let mut out = Vec::new();
                 unescape_measurement(&line[..l.measurement_end], &mut out);
@@ -734,6 +741,7 @@ mod tests {
             agree(&body)?;
             // And as one line, even with newlines or leading blanks in it.
             prop_assert_eq!(parse_line(&body), parse(&body));
+            prop_assert_eq!(parse_in_full(&body), parse(&body));
         }
     }
 }

@@ -121,11 +121,13 @@ impl Walk {
             (space.wrapping_sub(1), space)
         };
         let fields_end = lowest(block.spaces & !key_end);
-        // Markers are the delimiters up to the end of the field set.
-        let live = if fields_end == 0 {
-            !0
-        } else {
+        // The bits up to the end of the field set (or of the line).
+        let live = if fields_end != 0 {
             fields_end | (fields_end - 1)
+        } else if line.len() - base < BLOCK {
+            (1 << (line.len() - base)) - 1
+        } else {
+            !0
         };
         let markers = (block.separators | block.equals) & live;
         let equals = block.equals & live;
@@ -414,11 +416,9 @@ mod tests {
             }),
             "{text:?}"
         );
-        assert_eq!(
-            super::super::naive::parse(line),
-            Ok(parse(line).expect("taken")),
-            "{text:?}"
-        );
+        let taken = Ok(parse(line).expect("taken"));
+        assert_eq!(super::super::naive::parse(line), taken, "{text:?}");
+        assert_eq!(line::parse_in_full(line), taken, "{text:?}");
     }
 
     #[track_caller]
@@ -428,8 +428,6 @@ mod tests {
 
     #[test]
     fn takes_plain_valid_lines() {
-        // (Lines under eight bytes go to the full parser: its number check reads
-        // eight bytes at a time.)
         plain("mmm f=10", "mmm", false);
         plain("mm f=1 0", "mm", true);
         plain("mm f=1  0", "mm", true);
@@ -490,6 +488,44 @@ mod tests {
             "mm f=1 99999999999999999999",
         ] {
             undecided(bad);
+        }
+    }
+
+    #[test]
+    fn values_across_block_boundaries() {
+        // Padding puts the value where a carry crosses from one 64-byte block to the
+        // next: a run without digits, a second dot, a value ending the line at a
+        // block's end.
+        let pad = |n: usize| "_".repeat(n);
+        undecided(&format!("m{} f=- 1700000000000000000", pad(59)));
+        undecided(&format!("m{} f=1..5 1700000000000000000", pad(58)));
+        undecided(&format!("m{} f=1.5.5 1700000000000000000", pad(58)));
+        undecided(&format!("m{} f=.", pad(59)));
+        undecided(&format!("m{} f=-.", pad(58)));
+        let measurement = format!("m{}", pad(59));
+        plain(&format!("{measurement} f=5"), &measurement, false);
+        plain(&format!("{measurement} f=-5"), &measurement, false);
+        for n in 50..70 {
+            let measurement = format!("m{}", pad(n));
+            plain(
+                &format!("{measurement} f=-1.5,g=.5 1700000000000000000"),
+                &measurement,
+                true,
+            );
+            plain(
+                &format!("{measurement} f=12345678901234.5678901 1700000000000000000"),
+                &measurement,
+                true,
+            );
+            plain(
+                &format!("{measurement} f=1.5,g=7i,h=true"),
+                &measurement,
+                false,
+            );
+            undecided(&format!(
+                "{measurement} f=123456789012345.678901234 1700000000000000000"
+            ));
+            undecided(&format!("{measurement} f=1.5,g=1.5-,h=1"));
         }
     }
 
@@ -632,6 +668,7 @@ mod tests {
             let fast = parse(line.as_bytes());
             if let Some(fast) = fast {
                 prop_assert_eq!(Ok(fast), oracle, "{:?}", line);
+                prop_assert_eq!(Ok(fast), line::parse_in_full(line.as_bytes()), "{:?}", line);
             }
             // Whichever classifier `parse` picked, the portable one agrees.
             prop_assert_eq!(parse_blocks(line.as_bytes(), Baseline), fast);
