@@ -284,7 +284,8 @@ impl FloatRuns {
         let (sum, digitless_out) = non_digits.overflowing_add(starts & non_digits);
         let (sum, digitless_carry_out) = sum.overflowing_add(self.digitless_carry);
         let digitless = sum & !values;
-        let too_long = has_run_of_25(u128::from(self.prev_values) | u128::from(values) << 64);
+        let too_long = has_run_of_25(values)
+            || (!self.prev_values).leading_zeros() + (!values).trailing_zeros() >= 25;
         self.prev_values = values;
         self.dot_carry = u64::from(dot_out | dot_carry_out);
         self.digitless_carry = u64::from(digitless_out | digitless_carry_out);
@@ -303,8 +304,10 @@ impl FloatRuns {
 }
 
 /// Whether `bits` has 25 set bits in a row: a float that long needs a range check.
+/// (A run across two blocks is the previous block's leading ones plus this one's
+/// trailing ones.)
 #[inline(always)]
-fn has_run_of_25(bits: u128) -> bool {
+fn has_run_of_25(bits: u64) -> bool {
     // Bit `i` of `run_k` is set when bits `i..i + k` all are.
     let run_2 = bits & bits >> 1;
     let run_4 = run_2 & run_2 >> 2;
@@ -488,6 +491,17 @@ mod tests {
             "mm f=1 99999999999999999999",
         ] {
             undecided(bad);
+        }
+    }
+
+    #[test]
+    fn runs_of_25() {
+        for len in 0..=64 {
+            for at in 0..=64 - len {
+                let run = u64::MAX.checked_shr(64 - len as u32).unwrap_or(0);
+                let bits = run.checked_shl(at as u32).unwrap_or(0);
+                assert_eq!(has_run_of_25(bits), len >= 25, "{len} at {at}");
+            }
         }
     }
 
