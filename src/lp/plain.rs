@@ -54,8 +54,13 @@ fn parse_avx2(line: &[u8], avx2: Avx2) -> Option<Line> {
 /// [`parse`] with `classifier` finding the delimiters of each block.
 #[inline(always)]
 fn parse_blocks(line: &[u8], classifier: impl Classifier) -> Option<Line> {
-    // Leading blanks are skipped by InfluxDB: not a plain line's business.
-    if line.len() > MAX_LEN || matches!(line.first(), None | Some(b'\t' | 0)) {
+    // Leading blanks are skipped by InfluxDB: not a plain line's business. Escapes
+    // and strings are looked for first, so that a line with a string field costs
+    // one search here, not a walk up to the string.
+    if line.len() > MAX_LEN
+        || matches!(line.first(), None | Some(b'\t' | 0))
+        || classifier.has_escaping(line)
+    {
         return None;
     }
     let mut walk = Walk::new();
@@ -110,9 +115,6 @@ impl Walk {
         classifier: impl Classifier,
     ) -> Option<Option<usize>> {
         let block = classifier.delimiters(line, base);
-        if block.escaping != 0 {
-            return None;
-        }
         // Bits of the tag set (measurement included), and the space ending it.
         let (key, key_end) = if self.in_fields {
             (0, 0)
