@@ -11,6 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
+. scripts/capacity-lib.sh
 
 seconds=${1:-20}
 cargo build --release --locked -p fluxgate -p loadgen 2>&1 | tail -1
@@ -19,51 +20,7 @@ fluxgate=./target/release/fluxgate
 
 start_work_dir fluxgate-capacity
 
-peak_rss_mib() { awk '/VmHWM/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status"; }
-
-sink_a=$(free_port); sink_b=$(free_port)
-$loadgen sink --listen "127.0.0.1:$sink_a" --listen "127.0.0.1:$sink_b" >"$work/sink.log" 2>&1 &
-pids+=($!)
-wait_ping "$sink_a" "loadgen sink"
-wait_ping "$sink_b" "loadgen sink"
-
-# Starts fluxgate with extra [server]/[write] settings; sets $proxy and $proxy_pid.
-start_fluxgate() { # server-settings write-settings backend-settings
-  proxy=$(free_port)
-  cat >"$work/fluxgate.toml" <<CONF
-[server]
-listen = "127.0.0.1:$proxy"
-$1
-[[backends]]
-name = "a"
-url = "http://127.0.0.1:$sink_a"
-$3
-[[backends]]
-name = "b"
-url = "http://127.0.0.1:$sink_b"
-$3
-[routes]
-"_default_" = ["a", "b"]
-[write]
-$2
-CONF
-  $fluxgate --config "$work/fluxgate.toml" >"$work/fluxgate.log" 2>&1 &
-  proxy_pid=$!
-  pids+=("$proxy_pid")
-  wait_ping "$proxy" fluxgate
-}
-
-stop_fluxgate() {
-  kill "$proxy_pid"
-  wait "$proxy_pid" 2>/dev/null || true
-}
-
-# Runs loadgen against $1 with extra args; prints one JSON report.
-load() { # url duration args...
-  local url=$1 duration=$2
-  shift 2
-  $loadgen write --url "$url" --db capacity --duration "$duration" --batch-size 5000 --json "$@" 2>/dev/null
-}
+start_sinks
 
 # One table row: label, then loadgen's report and fluxgate's CPU and peak RSS.
 row() { # label json cpu-before cpu-after rss
@@ -129,6 +86,26 @@ header
 row "sink directly at $half req/s" "$direct" 0 0 "-"
 measure "through fluxgate at $half req/s, accepted" "workers = 2" 'ack = "accepted"' "" --connections 4 --rate "$half"
 measure "through fluxgate at $half req/s, durable" "workers = 2" "" "" --connections 4 --rate "$half"
+
+echo
+echo "### One worker (plain, workers = 1): the worker thread's own CPU"
+echo
+echo "| case | Mpoints/s | worker CPU s | Mpoints per worker CPU-s | fluxgate CPU s |"
+echo "| --- | ---: | ---: | ---: | ---: |"
+for ack in durable accepted; do
+  start_fluxgate "workers = 1" "ack = \"$ack\"" ""
+  before=$(cpu_seconds "$proxy_pid"); worker_before=$(thread_cpu_seconds "$proxy_pid" fluxgate-worke)
+  json=$(load "http://127.0.0.1:$proxy" "${seconds}s" --connections 4)
+  after=$(cpu_seconds "$proxy_pid"); worker_after=$(thread_cpu_seconds "$proxy_pid" fluxgate-worke)
+  stop_fluxgate
+  python3 - "$ack" "$json" "$before" "$after" "$worker_before" "$worker_after" <<'PY'
+import json, sys
+ack, report = sys.argv[1], json.loads(sys.argv[2])
+cpu, worker = (float(sys.argv[4]) - float(sys.argv[3])), (float(sys.argv[6]) - float(sys.argv[5]))
+print(f"| ack = {ack} | {report['points_per_s'] / 1e6:.2f} | {worker:.1f} | "
+      f"{report['points'] / worker / 1e6:.2f} | {cpu:.1f} |")
+PY
+done
 
 echo
 echo "### Resident memory through a 60 s full-speed run (plain, workers = 2)"

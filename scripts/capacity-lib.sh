@@ -1,0 +1,61 @@
+# Shared by the capacity scripts: two `loadgen sink` null backends, a fluxgate
+# in front of them, and loadgen runs against it. Source after scripts/lib.sh
+# and start_work_dir; needs $loadgen and $fluxgate (binaries).
+
+# Starts the two sinks; sets $sink_a and $sink_b.
+start_sinks() {
+  sink_a=$(free_port); sink_b=$(free_port)
+  $loadgen sink --listen "127.0.0.1:$sink_a" --listen "127.0.0.1:$sink_b" >"$work/sink.log" 2>&1 &
+  pids+=($!)
+  wait_ping "$sink_a" "loadgen sink"
+  wait_ping "$sink_b" "loadgen sink"
+}
+
+# Starts $fluxgate replicating to both sinks, with extra [server]/[write] and
+# per-backend settings; sets $proxy and $proxy_pid.
+start_fluxgate() { # server-settings write-settings backend-settings
+  proxy=$(free_port)
+  cat >"$work/fluxgate.toml" <<CONF
+[server]
+listen = "127.0.0.1:$proxy"
+$1
+[[backends]]
+name = "a"
+url = "http://127.0.0.1:$sink_a"
+$3
+[[backends]]
+name = "b"
+url = "http://127.0.0.1:$sink_b"
+$3
+[routes]
+"_default_" = ["a", "b"]
+[write]
+$2
+CONF
+  $fluxgate --config "$work/fluxgate.toml" >"$work/fluxgate.log" 2>&1 &
+  proxy_pid=$!
+  pids+=("$proxy_pid")
+  wait_ping "$proxy" fluxgate
+}
+
+stop_fluxgate() {
+  kill "$proxy_pid"
+  wait "$proxy_pid" 2>/dev/null || true
+}
+
+# Runs loadgen against $1 with extra args; prints one JSON report.
+load() { # url duration args...
+  local url=$1 duration=$2
+  shift 2
+  $loadgen write --url "$url" --db capacity --duration "$duration" --batch-size 5000 --json "$@" 2>/dev/null
+}
+
+peak_rss_mib() { awk '/VmHWM/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status"; }
+
+# utime + stime of the threads of process $1 whose name starts with $2, in
+# seconds (thread names are cut to 15 bytes by the kernel).
+thread_cpu_seconds() { # pid name-prefix
+  cat /proc/"$1"/task/*/stat 2>/dev/null |
+    awk -v hz="$(getconf CLK_TCK)" -v name="($2" \
+      'index($2, name) == 1 { t += $14 + $15 } END { printf "%.2f", t / hz }'
+}

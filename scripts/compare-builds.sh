@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Two fluxgate builds side by side: alternating runs of the same load (plain
+# 5000-line cpu bodies, ack = "accepted", workers = 2, every point replicated
+# to two `loadgen sink` backends), so that the machine's drift hits both
+# alike. Prints each run's points per fluxgate CPU-second and each build's
+# median.
+#
+#   scripts/compare-builds.sh OLD_FLUXGATE NEW_FLUXGATE [SECONDS] [ROUNDS]
+#
+# Build the old one from another checkout, e.g.
+#   git worktree add /tmp/old <commit> &&
+#   (cd /tmp/old && CARGO_TARGET_DIR=/tmp/old-target cargo build --release --bin fluxgate)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+. scripts/capacity-lib.sh
+
+[ $# -ge 2 ] || { sed -n '2,13p' "$0"; exit 2; }
+builds=("$(realpath "$1")" "$(realpath "$2")")
+seconds=${3:-10}
+rounds=${4:-3}
+cargo build --release --locked -p loadgen 2>&1 | tail -1
+loadgen=./target/release/loadgen
+
+start_work_dir fluxgate-compare
+start_sinks
+
+# Millions of points per CPU-second, from a loadgen report and CPU readings.
+points_per_cpu_second() { # json cpu-before cpu-after
+  python3 - "$@" <<'PY'
+import json, sys
+report, before, after = json.loads(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
+print(f"{report['points'] / (after - before) / 1e6:.3f}")
+PY
+}
+
+declare -A results
+for round in $(seq "$rounds"); do
+  for build in "${builds[@]}"; do
+    fluxgate=$build
+    start_fluxgate "workers = 2" 'ack = "accepted"' ""
+    before=$(cpu_seconds "$proxy_pid")
+    json=$(load "http://127.0.0.1:$proxy" "${seconds}s" --connections 4)
+    after=$(cpu_seconds "$proxy_pid")
+    stop_fluxgate
+    per_cpu=$(points_per_cpu_second "$json" "$before" "$after")
+    echo "round $round  $build  $per_cpu M points per CPU-s"
+    results[$build]+="$per_cpu "
+  done
+done
+for build in "${builds[@]}"; do
+  # shellcheck disable=SC2086 # the runs are words on purpose
+  python3 - "$build" ${results[$build]} <<'PY'
+import statistics, sys
+runs = [float(x) for x in sys.argv[2:]]
+listed = ", ".join(f"{x:.3f}" for x in runs)
+print(f"{sys.argv[1]}: median {statistics.median(runs):.3f} M points per CPU-s ({listed})")
+PY
+done
