@@ -1,11 +1,12 @@
 # Shared by the capacity scripts: two `loadgen sink` null backends, a fluxgate
-# in front of them, and loadgen runs against it. Source after scripts/lib.sh
-# and start_work_dir; needs $loadgen and $fluxgate (binaries).
+# in front of them, and loadgen runs against it. Source after scripts/lib.sh;
+# call start_work_dir before start_sinks. Needs $loadgen and $fluxgate (paths
+# of the binaries).
 
 # Starts the two sinks; sets $sink_a and $sink_b.
 start_sinks() {
   sink_a=$(free_port); sink_b=$(free_port)
-  $loadgen sink --listen "127.0.0.1:$sink_a" --listen "127.0.0.1:$sink_b" >"$work/sink.log" 2>&1 &
+  "$loadgen" sink --listen "127.0.0.1:$sink_a" --listen "127.0.0.1:$sink_b" >"$work/sink.log" 2>&1 &
   pids+=($!)
   wait_ping "$sink_a" "loadgen sink"
   wait_ping "$sink_b" "loadgen sink"
@@ -32,22 +33,30 @@ $3
 [write]
 $2
 CONF
-  $fluxgate --config "$work/fluxgate.toml" >"$work/fluxgate.log" 2>&1 &
+  "$fluxgate" --config "$work/fluxgate.toml" >"$work/fluxgate.log" 2>&1 &
   proxy_pid=$!
   pids+=("$proxy_pid")
-  wait_ping "$proxy" fluxgate
+  # wait_ping exits on failure, and the work dir (with the log) goes with it.
+  if ! (wait_ping "$proxy" fluxgate); then
+    cat "$work/fluxgate.log" >&2
+    exit 1
+  fi
 }
 
 stop_fluxgate() {
   kill "$proxy_pid"
   wait "$proxy_pid" 2>/dev/null || true
+  # Stopped: cleanup must not signal whatever reuses the pid.
+  local kept=() pid
+  for pid in "${pids[@]}"; do [ "$pid" = "$proxy_pid" ] || kept+=("$pid"); done
+  pids=("${kept[@]}")
 }
 
 # Runs loadgen against $1 with extra args; prints one JSON report.
 load() { # url duration args...
   local url=$1 duration=$2
   shift 2
-  $loadgen write --url "$url" --db capacity --duration "$duration" --batch-size 5000 --json "$@" 2>/dev/null
+  "$loadgen" write --url "$url" --db capacity --duration "$duration" --batch-size 5000 --json "$@" 2>/dev/null
 }
 
 peak_rss_mib() { awk '/VmHWM/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status"; }
@@ -55,7 +64,8 @@ peak_rss_mib() { awk '/VmHWM/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status"; }
 # utime + stime of the threads of process $1 whose name starts with $2, in
 # seconds (thread names are cut to 15 bytes by the kernel).
 thread_cpu_seconds() { # pid name-prefix
-  cat /proc/"$1"/task/*/stat 2>/dev/null |
+  # Threads come and go between the glob and the read: not an error.
+  { cat /proc/"$1"/task/*/stat 2>/dev/null || true; } |
     awk -v hz="$(getconf CLK_TCK)" -v name="($2" \
       'index($2, name) == 1 { t += $14 + $15 } END { printf "%.2f", t / hz }'
 }

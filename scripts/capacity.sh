@@ -102,8 +102,9 @@ for ack in durable accepted; do
 import json, sys
 ack, report = sys.argv[1], json.loads(sys.argv[2])
 cpu, worker = (float(sys.argv[4]) - float(sys.argv[3])), (float(sys.argv[6]) - float(sys.argv[5]))
+per_worker = f"{report['points'] / worker / 1e6:.2f}" if worker > 0 else "-"
 print(f"| ack = {ack} | {report['points_per_s'] / 1e6:.2f} | {worker:.1f} | "
-      f"{report['points'] / worker / 1e6:.2f} | {cpu:.1f} |")
+      f"{per_worker} | {cpu:.1f} |")
 PY
 done
 

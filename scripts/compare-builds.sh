@@ -11,12 +11,16 @@
 #   git worktree add /tmp/old <commit> &&
 #   (cd /tmp/old && CARGO_TARGET_DIR=/tmp/old-target cargo build --release --bin fluxgate)
 set -euo pipefail
+[ $# -ge 2 ] || { sed -n '2,12p' "$0"; exit 2; }
+builds=()
+for build in "$1" "$2"; do
+  [ -x "$build" ] || { echo "not an executable: $build" >&2; exit 2; }
+  builds+=("$(realpath -e "$build")")
+done
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 . scripts/capacity-lib.sh
 
-[ $# -ge 2 ] || { sed -n '2,13p' "$0"; exit 2; }
-builds=("$(realpath "$1")" "$(realpath "$2")")
 seconds=${3:-10}
 rounds=${4:-3}
 cargo build --release --locked -p loadgen 2>&1 | tail -1
@@ -34,23 +38,23 @@ print(f"{report['points'] / (after - before) / 1e6:.3f}")
 PY
 }
 
-declare -A results
+results=("" "")
 for round in $(seq "$rounds"); do
-  for build in "${builds[@]}"; do
-    fluxgate=$build
+  for which in 0 1; do
+    fluxgate=${builds[$which]}
     start_fluxgate "workers = 2" 'ack = "accepted"' ""
     before=$(cpu_seconds "$proxy_pid")
     json=$(load "http://127.0.0.1:$proxy" "${seconds}s" --connections 4)
     after=$(cpu_seconds "$proxy_pid")
     stop_fluxgate
     per_cpu=$(points_per_cpu_second "$json" "$before" "$after")
-    echo "round $round  $build  $per_cpu M points per CPU-s"
-    results[$build]+="$per_cpu "
+    echo "round $round  $fluxgate  $per_cpu M points per CPU-s"
+    results[$which]+="$per_cpu "
   done
 done
-for build in "${builds[@]}"; do
+for which in 0 1; do
   # shellcheck disable=SC2086 # the runs are words on purpose
-  python3 - "$build" ${results[$build]} <<'PY'
+  python3 - "${builds[$which]}" ${results[$which]} <<'PY'
 import statistics, sys
 runs = [float(x) for x in sys.argv[2:]]
 listed = ", ".join(f"{x:.3f}" for x in runs)
