@@ -6,12 +6,13 @@
 # median.
 #
 #   scripts/compare-builds.sh OLD_FLUXGATE NEW_FLUXGATE [SECONDS] [ROUNDS]
+#   GZIP=1 scripts/compare-builds.sh ...    (gzip bodies)
 #
 # Build the old one from another checkout, e.g.
 #   git worktree add /tmp/old <commit> &&
 #   (cd /tmp/old && CARGO_TARGET_DIR=/tmp/old-target cargo build --release --bin fluxgate)
 set -euo pipefail
-[ $# -ge 2 ] || { sed -n '2,12p' "$0"; exit 2; }
+[ $# -ge 2 ] || { sed -n '2,13p' "$0"; exit 2; }
 builds=()
 for build in "$1" "$2"; do
   [ -x "$build" ] || { echo "not an executable: $build" >&2; exit 2; }
@@ -44,7 +45,7 @@ for round in $(seq "$rounds"); do
     fluxgate=${builds[$which]}
     start_fluxgate "workers = 2" 'ack = "accepted"' ""
     before=$(cpu_seconds "$proxy_pid")
-    json=$(load "http://127.0.0.1:$proxy" "${seconds}s" --connections 4)
+    json=$(load "http://127.0.0.1:$proxy" "${seconds}s" --connections 4 ${GZIP:+--gzip})
     after=$(cpu_seconds "$proxy_pid")
     stop_fluxgate
     per_cpu=$(points_per_cpu_second "$json" "$before" "$after")

@@ -9,29 +9,23 @@
 //!   `gzip.Reader` in InfluxDB 1.x does; bytes after the last member that are not
 //!   another member are an error, as there.
 //!
-//! libdeflate decodes a member in one call but libdeflater 1.26 does not wrap
-//! `libdeflate_gzip_decompress_ex`, so it never says how many input bytes the member
-//! used. The member's end is found instead from its 8-byte trailer (CRC-32 and size of
-//! the output, which libdeflate has just verified): the first occurrence of those
-//! bytes that is followed by the end of the body or by the gzip magic. A false match
-//! needs 80 specific bits inside the compressed data; it would make the body fail as
-//! corrupt, never yield wrong data silently past libdeflate's own checks of the next
-//! member.
+//! libdeflate decodes a member in one call, checks its CRC-32 and size, and (through
+//! `libdeflate_gzip_decompress_ex`, called directly because libdeflater 1.26 does
+//! not wrap it) says how many input bytes the member used, which is where the next
+//! member starts. It writes straight into the buffer's spare capacity, so a body is
+//! never zero-filled first.
 //!
 //! An empty body inflates to an empty body (InfluxDB 1.x answers `EOF` instead).
 
 use std::fmt;
+use std::ptr::NonNull;
 
-use libdeflater::{DecompressionError, Decompressor};
-
-/// Size of a gzip member's fixed header; its trailer cannot start before this.
-const HEADER_LEN: usize = 10;
-
-/// Size of a gzip member's trailer: CRC-32 then ISIZE, both little-endian.
-const TRAILER_LEN: usize = 8;
-
-/// The first two bytes of every gzip member.
-const MAGIC: [u8; 2] = [0x1f, 0x8b];
+use libdeflate_sys::{
+    libdeflate_alloc_decompressor, libdeflate_decompressor, libdeflate_free_decompressor,
+    libdeflate_gzip_decompress_ex,
+    libdeflate_result_LIBDEFLATE_INSUFFICIENT_SPACE as INSUFFICIENT_SPACE,
+    libdeflate_result_LIBDEFLATE_SUCCESS as SUCCESS,
+};
 
 /// DEFLATE cannot expand input by more than about 1032:1, so a claimed size beyond
 /// that is a lie and is not allocated up front.
@@ -41,9 +35,79 @@ const MAX_DEFLATE_RATIO: usize = 1032;
 /// that bodies without a usable size hint do not restart many times.
 const MIN_GROWTH: usize = 64 * 1024;
 
-/// Per-worker gzip decoder (libdeflater), reused across requests.
+/// Per-worker gzip decoder (libdeflate), reused across requests.
 pub struct Gunzip {
     decompressor: Decompressor,
+}
+
+/// A libdeflate decompressor, owned.
+struct Decompressor(NonNull<libdeflate_decompressor>);
+
+// SAFETY: libdeflate's decompressor is plain heap state with no tie to a thread;
+// every use goes through `&mut self`, so one thread at a time.
+unsafe impl Send for Decompressor {}
+
+/// Why one member did not decode.
+enum MemberError {
+    Corrupt,
+    /// The output did not fit in the room given.
+    NoRoom,
+}
+
+impl Decompressor {
+    fn new() -> Self {
+        // SAFETY: no preconditions; NULL means out of memory.
+        let raw = unsafe { libdeflate_alloc_decompressor() };
+        Self(NonNull::new(raw).expect("libdeflate_alloc_decompressor: out of memory"))
+    }
+
+    /// Decodes the gzip member at the start of `input`, appending its output to
+    /// `out` within `room` bytes of `out`'s spare capacity. Returns how many bytes
+    /// of `input` the member took.
+    fn member(
+        &mut self,
+        input: &[u8],
+        out: &mut Vec<u8>,
+        room: usize,
+    ) -> Result<usize, MemberError> {
+        let spare = out.spare_capacity_mut();
+        let room = room.min(spare.len());
+        let (mut used, mut produced) = (0usize, 0usize);
+        // SAFETY: the decompressor is live (freed only on drop); `input` is readable
+        // for `input.len()` bytes and the spare capacity writable for `room` bytes,
+        // the most libdeflate writes; the two out-pointers are valid `usize`s.
+        let result = unsafe {
+            libdeflate_gzip_decompress_ex(
+                self.0.as_ptr(),
+                input.as_ptr().cast(),
+                input.len(),
+                spare.as_mut_ptr().cast(),
+                room,
+                &mut used,
+                &mut produced,
+            )
+        };
+        match result {
+            SUCCESS if used > 0 => {
+                assert!(produced <= room, "libdeflate wrote past the room given");
+                // SAFETY: libdeflate initialised the first `produced` bytes of the
+                // spare capacity, and `produced <= room <= spare.len()`.
+                unsafe { out.set_len(out.len() + produced) };
+                Ok(used)
+            }
+            INSUFFICIENT_SPACE => Err(MemberError::NoRoom),
+            // Bad data (a successful member always uses input; SHORT_OUTPUT is only
+            // returned without an out-size pointer).
+            _ => Err(MemberError::Corrupt),
+        }
+    }
+}
+
+impl Drop for Decompressor {
+    fn drop(&mut self) {
+        // SAFETY: allocated by `libdeflate_alloc_decompressor`, freed once, here.
+        unsafe { libdeflate_free_decompressor(self.0.as_ptr()) }
+    }
 }
 
 /// Why a gzip body was refused.
@@ -126,37 +190,31 @@ impl Gunzip {
         out: &mut Vec<u8>,
         max_out: usize,
     ) -> Result<(), GzipError> {
-        resize_exact(out, first_guess(input, max_out));
-        let mut written = 0;
+        // Room for the guess (or the capacity kept from earlier bodies), without
+        // over-allocating: capacity is what the caller pays for, and it stays within
+        // `max_out` unless it was larger already.
+        let mut size = first_guess(input, max_out).max(out.capacity().min(max_out));
+        out.reserve_exact(size);
         let mut pos = 0;
         while pos < input.len() {
-            let member = &input[pos..];
-            let produced = loop {
-                match self
-                    .decompressor
-                    .gzip_decompress(member, &mut out[written..])
-                {
-                    Ok(n) => break n,
-                    Err(DecompressionError::BadData) => return Err(GzipError::Corrupt),
-                    Err(DecompressionError::InsufficientSpace) => {
-                        if out.len() >= max_out {
-                            return Err(GzipError::TooLarge { limit: max_out });
-                        }
-                        let grown = out
-                            .len()
-                            .saturating_mul(2)
-                            .max(out.len().saturating_add(MIN_GROWTH))
-                            .min(max_out);
-                        resize_exact(out, grown);
+            match self
+                .decompressor
+                .member(&input[pos..], out, size - out.len())
+            {
+                Ok(used) => pos += used,
+                Err(MemberError::Corrupt) => return Err(GzipError::Corrupt),
+                Err(MemberError::NoRoom) => {
+                    if size >= max_out {
+                        return Err(GzipError::TooLarge { limit: max_out });
                     }
+                    size = size
+                        .saturating_mul(2)
+                        .max(size.saturating_add(MIN_GROWTH))
+                        .min(max_out);
+                    out.reserve_exact(size - out.len());
                 }
-            };
-            let member_len =
-                member_len(member, &out[written..written + produced]).ok_or(GzipError::Corrupt)?;
-            written += produced;
-            pos += member_len;
+            }
         }
-        out.truncate(written);
         Ok(())
     }
 }
@@ -171,27 +229,6 @@ fn first_guess(input: &[u8], max_out: usize) -> usize {
     isize_hint
         .min(max_out)
         .min(input.len().saturating_mul(MAX_DEFLATE_RATIO))
-}
-
-/// Grows (or shrinks) `out` to `len` without over-allocating, so its capacity stays
-/// within the caller's limit.
-fn resize_exact(out: &mut Vec<u8>, len: usize) {
-    out.reserve_exact(len.saturating_sub(out.len()));
-    out.resize(len, 0);
-}
-
-/// The length of the member at the start of `member`, which inflated to `produced`:
-/// up to and including the first matching trailer that ends the body or is followed
-/// by another member's magic.
-fn member_len(member: &[u8], produced: &[u8]) -> Option<usize> {
-    let mut trailer = [0u8; TRAILER_LEN];
-    trailer[..4].copy_from_slice(&libdeflater::crc32(produced).to_le_bytes());
-    // ISIZE is the size modulo 2^32 (RFC 1952); the truncation is the format's.
-    trailer[4..].copy_from_slice(&(produced.len() as u32).to_le_bytes());
-    let body = member.get(HEADER_LEN..)?;
-    memchr::memmem::find_iter(body, &trailer)
-        .map(|at| HEADER_LEN + at + TRAILER_LEN)
-        .find(|&end| end == member.len() || member[end..].starts_with(&MAGIC))
 }
 
 #[cfg(test)]
@@ -267,7 +304,7 @@ mod tests {
         let mut body = gzip(&a);
         body.extend_from_slice(&gzip(&b));
         case(&mut g, &mut out, &body, 1 << 20, Ok(&both));
-        // Identical members: the first trailer also matches the end of the body.
+        // Identical members, one after the other.
         let mut twice = gzip(&a);
         twice.extend_from_slice(&gzip(&a));
         case(
