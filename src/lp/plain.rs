@@ -8,14 +8,16 @@
 //! `scanKey` and `scanFields` becomes a few word operations per block: the
 //! delimiters must alternate (measurement or value, then `=`, then value ...), which
 //! a prefix XOR of their mask checks, and no two may touch (no empty token). What is
-//! left is per token and shared with the full parser: the tag keys' duplicate check
-//! and each field value's type, then the timestamp.
+//! left: the tag keys' duplicate check (the full parser's, key by key), the field
+//! values (a block at a time while they are plain floats, see [`FloatRuns`], then
+//! one at a time), and the timestamp.
 //!
 //! The fast path answers only when it is sure. `Some` is what the full parser
 //! returns for the line; `None` means "ask it", for escapes, strings, blanks InfluxDB
-//! skips, tag values starting with `=`, numbers that need a range check, tag keys
-//! whose order and fingerprints cannot rule out a duplicate, and every invalid line
-//! (so errors keep the full parser's words and order).
+//! skips, `=` in the measurement or at the start of a tag value, numbers that need a
+//! range check, tag keys whose order and fingerprints cannot rule out a duplicate,
+//! lines too long to skip the key length check, and every invalid line (so errors
+//! keep the full parser's words and order).
 
 #[cfg(target_arch = "x86_64")]
 use super::classify::Avx2;
