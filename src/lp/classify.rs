@@ -28,6 +28,26 @@ pub(super) struct NumberBytes {
     pub(super) minus: u64,
 }
 
+impl From<[u64; 3]> for Delimiters {
+    fn from([separators, equals, spaces]: [u64; 3]) -> Self {
+        Self {
+            separators,
+            equals,
+            spaces,
+        }
+    }
+}
+
+impl From<[u64; 3]> for NumberBytes {
+    fn from([digits, dots, minus]: [u64; 3]) -> Self {
+        Self {
+            digits,
+            dots,
+            minus,
+        }
+    }
+}
+
 /// A way to classify blocks.
 pub(super) trait Classifier: Copy {
     /// Whether `buf` has a `\` or `"` (what makes a line not plain).
@@ -53,22 +73,12 @@ impl Classifier for Baseline {
 
     #[inline(always)]
     fn delimiters(self, buf: &[u8], i: usize) -> Delimiters {
-        let [separators, equals, spaces] = block(buf, i, chunk_delimiters);
-        Delimiters {
-            separators,
-            equals,
-            spaces,
-        }
+        block(buf, i, chunk_delimiters).into()
     }
 
     #[inline(always)]
     fn number_bytes(self, buf: &[u8], i: usize) -> NumberBytes {
-        let [digits, dots, minus] = block(buf, i, chunk_number_bytes);
-        NumberBytes {
-            digits,
-            dots,
-            minus,
-        }
+        block(buf, i, chunk_number_bytes).into()
     }
 
     #[inline(always)]
@@ -123,23 +133,13 @@ impl Classifier for Avx2 {
     #[inline(always)]
     fn delimiters(self, buf: &[u8], i: usize) -> Delimiters {
         // SAFETY: `self` exists, so the CPU has AVX2.
-        let [separators, equals, spaces] = unsafe { avx2::delimiters(buf, i) };
-        Delimiters {
-            separators,
-            equals,
-            spaces,
-        }
+        unsafe { avx2::delimiters(buf, i) }.into()
     }
 
     #[inline(always)]
     fn number_bytes(self, buf: &[u8], i: usize) -> NumberBytes {
         // SAFETY: `self` exists, so the CPU has AVX2.
-        let [digits, dots, minus] = unsafe { avx2::number_bytes(buf, i) };
-        NumberBytes {
-            digits,
-            dots,
-            minus,
-        }
+        unsafe { avx2::number_bytes(buf, i) }.into()
     }
 
     #[inline(always)]
@@ -400,19 +400,9 @@ mod tests {
         );
         assert_eq!(got, want, "{:?} at {i}", String::from_utf8_lossy(buf));
         // The portable chunk classifiers, whatever the target.
-        let [separators, equals, spaces] = block(buf, i, chunk_delimiters_swar);
-        let [digits, dots, minus] = block(buf, i, chunk_number_bytes_swar);
         let swar = (
-            Delimiters {
-                separators,
-                equals,
-                spaces,
-            },
-            NumberBytes {
-                digits,
-                dots,
-                minus,
-            },
+            Delimiters::from(block(buf, i, chunk_delimiters_swar)),
+            NumberBytes::from(block(buf, i, chunk_number_bytes_swar)),
         );
         assert_eq!(
             swar,
