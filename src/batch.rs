@@ -4,11 +4,13 @@
 //! Lines are copied once, from the request body into an open batch. A frozen
 //! [`Batch`] is shared (`Arc`) by every backend of its set, so replication copies
 //! nothing, and an outbound gzip is computed once per batch, not once per replica.
+//! Bodies live in memory the writers can lend to the kernel ([`BatchBody`]).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+pub use crate::batch_body::BatchBody;
 use crate::lp::precision::Precision;
 use crate::route::SetId;
 
@@ -70,9 +72,12 @@ impl BatchKey {
 #[derive(Debug)]
 pub struct Batch {
     pub key: Arc<BatchKey>,
-    pub body: Vec<u8>,
+    pub body: BatchBody,
     pub lines: usize,
     gzipped: OnceLock<Vec<u8>>,
+    /// A writer lent the body's pages to the kernel and cannot tell that the
+    /// kernel is done with them: the body must not be reused.
+    pages_may_be_in_use: AtomicBool,
     /// Backends that have not yet settled the batch (written it, spooled it
     /// durably, or refused it). Set before the batch is queued anywhere.
     unsettled: AtomicUsize,
@@ -89,12 +94,13 @@ pub struct Refusal {
 }
 
 impl Batch {
-    pub fn new(key: Arc<BatchKey>, body: Vec<u8>, lines: usize) -> Batch {
+    pub fn new(key: Arc<BatchKey>, body: BatchBody, lines: usize) -> Batch {
         Batch {
             key,
             body,
             lines,
             gzipped: OnceLock::new(),
+            pages_may_be_in_use: AtomicBool::new(false),
             unsettled: AtomicUsize::new(0),
             refusal: OnceLock::new(),
         }
@@ -124,6 +130,12 @@ impl Batch {
         self.refusal.get()
     }
 
+    /// Keeps the body's memory from being reused: a writer lent its pages to
+    /// the kernel and did not see the backend take every byte.
+    pub fn keep_pages_from_reuse(&self) {
+        self.pages_may_be_in_use.store(true, Ordering::Relaxed);
+    }
+
     /// The body gzip-compressed, computed by the first writer that asks and
     /// shared with every other replica of the batch.
     pub fn gzipped(&self) -> &[u8] {
@@ -148,9 +160,18 @@ fn gzip(body: &[u8]) -> Vec<u8> {
     out
 }
 
+/// A body no writer left with the kernel goes back to the pool (see `batch_body`).
+impl Drop for Batch {
+    fn drop(&mut self) {
+        if !*self.pages_may_be_in_use.get_mut() {
+            self.body.recycle();
+        }
+    }
+}
+
 struct OpenBatch {
     key: Arc<BatchKey>,
-    body: Vec<u8>,
+    body: BatchBody,
     lines: usize,
     /// When the first line of the current body arrived.
     opened: Instant,
@@ -164,8 +185,6 @@ pub struct Batcher {
     /// Valid between `begin_request` and the next call that removes batches.
     request_slots: Vec<Option<usize>>,
     max_batch_bytes: usize,
-    /// The size hint of the current request (`expect_bytes`).
-    request_bytes: usize,
     /// Batches frozen and waiting for `take_ready`.
     ready: Vec<(SetId, Arc<Batch>)>,
 }
@@ -176,7 +195,6 @@ impl Batcher {
             open: (0..set_count).map(|_| Vec::new()).collect(),
             request_slots: vec![None; set_count],
             max_batch_bytes,
-            request_bytes: max_batch_bytes,
             ready: Vec::new(),
         }
     }
@@ -184,15 +202,6 @@ impl Batcher {
     /// Forgets the previous request's batch choices; call before its first `append`.
     pub fn begin_request(&mut self) {
         self.request_slots.fill(None);
-        self.request_bytes = self.max_batch_bytes;
-    }
-
-    /// The current request carries a body of `bytes`: its batches reserve
-    /// room for that much, doubled for the timestamps added to lines that have
-    /// none, and never more than `max_batch_bytes` (many small writes to many
-    /// databases must not each reserve a whole batch).
-    pub fn expect_bytes(&mut self, bytes: usize) {
-        self.request_bytes = bytes.saturating_mul(2).saturating_add(64);
     }
 
     /// The longest line a batch can take; longer lines are refused, so that
@@ -222,7 +231,7 @@ impl Batcher {
                     None => {
                         batches.push(OpenBatch {
                             key: Arc::new(BatchKey::from_target(target)),
-                            body: Vec::new(),
+                            body: BatchBody::new(),
                             lines: 0,
                             opened: now,
                         });
@@ -230,13 +239,6 @@ impl Batcher {
                     }
                 };
                 self.request_slots[set_index] = Some(slot);
-                // Once per request and batch: room for the whole request, so
-                // the lines that follow never grow the buffer one by one.
-                reserve_for(
-                    &mut batches[slot].body,
-                    self.request_bytes,
-                    self.max_batch_bytes,
-                );
                 slot
             }
         };
@@ -244,18 +246,15 @@ impl Batcher {
         let needed = line.len() + timestamp_suffix.len() + 1;
         if batch.lines > 0 && batch.body.len() + needed > self.max_batch_bytes {
             self.ready.push((set, freeze(batch)));
-            reserve_for(
-                &mut batch.body,
-                self.request_bytes.max(needed),
-                self.max_batch_bytes,
-            );
         }
         if batch.lines == 0 {
             batch.opened = now;
+            if batch.body.capacity() == 0 {
+                // Virtual memory: only the pages the lines reach are touched.
+                batch.body = BatchBody::mapped(self.max_batch_bytes);
+            }
         }
-        batch.body.extend_from_slice(line);
-        batch.body.extend_from_slice(timestamp_suffix);
-        batch.body.push(b'\n');
+        batch.body.push_line(line, timestamp_suffix);
         batch.lines += 1;
     }
 
@@ -310,16 +309,8 @@ impl Batcher {
     }
 }
 
-/// Grows `body` so that `more` bytes fit after its content, up to a total of `max`.
-fn reserve_for(body: &mut Vec<u8>, more: usize, max: usize) {
-    let want = body.len().saturating_add(more).min(max);
-    if body.capacity() < want {
-        body.reserve_exact(want - body.len());
-    }
-}
-
 /// Moves the open batch's lines into a frozen batch, leaving the open batch
-/// empty; its next line reserves space again (`append`).
+/// empty; its next line takes a new body (`append`).
 fn freeze(batch: &mut OpenBatch) -> Arc<Batch> {
     let body = std::mem::take(&mut batch.body);
     let lines = std::mem::take(&mut batch.lines);
@@ -340,7 +331,7 @@ mod tests {
     fn ready(batcher: &mut Batcher) -> Vec<(u32, String, usize)> {
         batcher
             .take_ready()
-            .map(|(set, b)| (set.0, String::from_utf8(b.body.clone()).unwrap(), b.lines))
+            .map(|(set, b)| (set.0, String::from_utf8(b.body.to_vec()).unwrap(), b.lines))
             .collect()
     }
 
@@ -420,7 +411,7 @@ mod tests {
         assert_eq!(batches.len(), 8);
         let first = &batches[0].1;
         assert_eq!(*first.key, BatchKey::from_target(&TARGET));
-        assert_eq!(first.body, b"a v=1\na v=2\n");
+        assert_eq!(&first.body[..], b"a v=1\na v=2\n");
     }
 
     #[test]
@@ -452,10 +443,28 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_reuses_its_body_unless_a_writer_left_the_pages_with_the_kernel() {
+        let pool: &'static crate::batch_body::Pool =
+            Box::leak(Box::new(crate::batch_body::Pool::new()));
+        for left_with_kernel in [false, true] {
+            let mut body = BatchBody::mapped_from(pool, 4096);
+            body.push_line(b"m v=1", b"");
+            let address = body.as_ptr();
+            let batch = Batch::new(Arc::new(BatchKey::from_target(&TARGET)), body, 1);
+            if left_with_kernel {
+                batch.keep_pages_from_reuse();
+            }
+            drop(batch);
+            let reused = pool.take(4096).map(|map| map.as_ptr());
+            assert_eq!(reused, (!left_with_kernel).then_some(address));
+        }
+    }
+
+    #[test]
     fn gzipped_body_round_trips_and_is_computed_once() {
         let batch = Batch::new(
             Arc::new(BatchKey::from_target(&TARGET)),
-            b"cpu v=1 1\n".repeat(100),
+            b"cpu v=1 1\n".repeat(100).into(),
             100,
         );
         let first = batch.gzipped().as_ptr();

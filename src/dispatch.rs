@@ -131,7 +131,7 @@ mod tests {
             precision: Precision::Nanoseconds,
             authorization: None,
         };
-        Arc::new(Batch::new(Arc::new(key), Vec::new(), lines))
+        Arc::new(Batch::new(Arc::new(key), Vec::new().into(), lines))
     }
 
     /// A router sending every measurement to backends a (0) and b (1).

@@ -7,7 +7,8 @@
 //! - [`api`]: the HTTP endpoints; `api::write` runs decode -> scan -> route -> batch.
 //! - [`lp`]: line protocol on byte slices: gunzip, line scanning, validation, precision.
 //! - [`route`]: measurement -> backend set.
-//! - [`batch`]: per-worker batches, frozen and shared by replicas.
+//! - [`batch`]: per-worker batches, frozen and shared by replicas; [`batch_body`]:
+//!   their bodies, in memory writers lend to the kernel and reuse when it is done.
 //! - [`dispatch`]: frozen batches -> each backend's bounded writer queue.
 //! - [`writer`]: writer threads posting batches to backends, with retries.
 //! - [`stats`]: per-thread counters and latency histograms, merged when read.
@@ -27,6 +28,7 @@
 pub mod api;
 pub mod auth;
 pub mod batch;
+pub mod batch_body;
 pub mod chunked;
 pub mod config;
 pub mod control;

@@ -253,6 +253,15 @@ fn a_body_of_100k_lines_arrives_complete() {
     assert_eq!(reply.status, 204, "{}", reply.body);
     assert_count("big on a", 100_000, || servers.a.count(&db, "big"));
     assert_count("big on b", 100_000, || servers.b.count(&db, "big"));
+    // The 1 MiB batches reach the backends through spliced pages: the points
+    // carry the values they were sent with, not bytes of another batch.
+    for server in [&servers.a, &servers.b] {
+        let points = server.points(&db, "big");
+        assert_eq!(points.len(), 100_000);
+        for (i, (time, v)) in points.iter().enumerate() {
+            assert_eq!((*time, *v), (1_000_000 + i as i64, i as f64));
+        }
+    }
 }
 
 #[test]

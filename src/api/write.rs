@@ -293,7 +293,6 @@ pub fn ingest(
     let suffix = &suffix_buf[..suffix_len];
     let now = Instant::now();
     batcher.begin_request();
-    batcher.expect_bytes(body.len());
     let max_line_bytes = batcher.max_line_bytes();
     // Consecutive lines nearly always share a measurement: route it once.
     let mut last_route: Option<(&[u8], Option<SetId>)> = None;
@@ -405,7 +404,7 @@ mod tests {
         batcher.flush_all();
         let batches = batcher
             .take_ready()
-            .map(|(set, batch)| (set.0, String::from_utf8(batch.body.clone()).unwrap()))
+            .map(|(set, batch)| (set.0, String::from_utf8(batch.body.to_vec()).unwrap()))
             .collect();
         (report, batches)
     }

@@ -3,6 +3,7 @@
 //! Writer threads are plain threads (they block on the queue and on the backend),
 //! so this client is synchronous: std `TcpStream`, read/write timeouts, a reused
 //! response buffer. It speaks just what InfluxDB's `/write` and `/ping` need.
+//! Large bodies may be lent to the kernel instead of copied ([`Transfer::Lend`]).
 
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -13,6 +14,8 @@ use crate::batch::BatchKey;
 use crate::chunked::{ChunkedDecoder, ChunkedError};
 use crate::config::BackendUrl;
 use crate::urlencoded;
+
+use super::splice::{Splicer, MIN_SPLICE_BYTES};
 
 /// Largest response head accepted from a backend.
 const MAX_RESPONSE_HEAD_BYTES: usize = 64 << 10;
@@ -64,6 +67,17 @@ impl Response {
     }
 }
 
+/// How a request body reaches the socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transfer {
+    /// Copied into the socket: the caller may reuse the memory at once.
+    Copy,
+    /// Spliced if it is large: the kernel reads the caller's pages when it
+    /// transmits, so the caller must ask [`BackendClient::lent_pages_released`]
+    /// before it writes to them again.
+    Lend,
+}
+
 pub struct BackendClient {
     url: BackendUrl,
     timeout: Duration,
@@ -75,6 +89,9 @@ pub struct BackendClient {
     head: String,
     /// Bytes read from the backend, reused.
     read_buf: Vec<u8>,
+    splicer: Splicer,
+    /// The last request lent pages on an exchange that did not end in a 2xx.
+    lent_pages_at_risk: bool,
 }
 
 impl BackendClient {
@@ -86,6 +103,8 @@ impl BackendClient {
             stream: None,
             head: String::with_capacity(512),
             read_buf: Vec::with_capacity(4096),
+            splicer: Splicer::default(),
+            lent_pages_at_risk: false,
         }
     }
 
@@ -98,6 +117,7 @@ impl BackendClient {
         key: &BatchKey,
         body: &[u8],
         gzip: bool,
+        transfer: Transfer,
     ) -> Result<Response, ClientError> {
         self.head.clear();
         self.head.push_str("POST ");
@@ -124,7 +144,16 @@ impl BackendClient {
             self.head.push_str(authorization);
             self.head.push_str("\r\n");
         }
-        self.request(body)
+        self.request(body, transfer)
+    }
+
+    /// Whether the kernel is done with the pages the last `post_write` lent: it
+    /// lent none, or every exchange that lent them ended in a 2xx answer on the
+    /// same connection, so the backend had read every byte. After an error, a
+    /// timeout, another status or a retry, the backend may still read the body
+    /// from those pages later.
+    pub fn lent_pages_released(&self) -> bool {
+        !self.lent_pages_at_risk
     }
 
     /// GETs `/ping`, the health probe.
@@ -150,13 +179,13 @@ impl BackendClient {
             self.head.push_str(authorization);
             self.head.push_str("\r\n");
         }
-        self.request(b"")
+        self.request(b"", Transfer::Copy)
     }
 
     /// Finishes the head in `self.head` and sends it with `body`. A kept-alive
     /// connection that the backend closed meanwhile fails on first use; that one
     /// failure is retried on a fresh connection before it counts.
-    fn request(&mut self, body: &[u8]) -> Result<Response, ClientError> {
+    fn request(&mut self, body: &[u8], transfer: Transfer) -> Result<Response, ClientError> {
         use std::fmt::Write as _;
         let _ = write!(
             self.head,
@@ -165,25 +194,30 @@ impl BackendClient {
             env!("CARGO_PKG_VERSION"),
             body.len()
         );
+        self.lent_pages_at_risk = false;
         let reused = self.stream.is_some();
-        match self.exchange(body) {
+        match self.exchange(body, transfer) {
             Err(ClientError::Io(_)) if reused => {
                 self.stream = None;
-                self.exchange(body)
+                self.exchange(body, transfer)
             }
             result => result,
         }
     }
 
-    fn exchange(&mut self, body: &[u8]) -> Result<Response, ClientError> {
-        let result = self.try_exchange(body);
+    fn exchange(&mut self, body: &[u8], transfer: Transfer) -> Result<Response, ClientError> {
+        let lend = transfer == Transfer::Lend && body.len() >= MIN_SPLICE_BYTES;
+        let result = self.try_exchange(body, lend);
         if result.is_err() {
             self.stream = None;
+        }
+        if lend && !matches!(&result, Ok(response) if (200..300).contains(&response.status)) {
+            self.lent_pages_at_risk = true;
         }
         result
     }
 
-    fn try_exchange(&mut self, body: &[u8]) -> Result<Response, ClientError> {
+    fn try_exchange(&mut self, body: &[u8], lend: bool) -> Result<Response, ClientError> {
         if self.stream.is_none() {
             self.stream = Some(self.connect()?);
         }
@@ -191,7 +225,11 @@ impl BackendClient {
         stream
             .write_all(self.head.as_bytes())
             .map_err(ClientError::Io)?;
-        stream.write_all(body).map_err(ClientError::Io)?;
+        if lend {
+            self.splicer.send(stream, body).map_err(ClientError::Io)?;
+        } else {
+            stream.write_all(body).map_err(ClientError::Io)?;
+        }
         let (response, keep_alive) = read_response(stream, &mut self.read_buf)?;
         if !keep_alive {
             self.stream = None;
@@ -391,5 +429,147 @@ mod tests {
             Err(ClientError::Io(_))
         ));
         assert!(matches!(parse(b"HTTP/1.1 204"), Err(ClientError::Io(_))));
+    }
+
+    /// What the scripted backend does with a request it has read whole.
+    #[derive(Clone, Copy)]
+    enum Answer {
+        Status(u16),
+        /// Closes the connection without answering.
+        Close,
+    }
+
+    /// A backend on loopback that reads each request (head and Content-Length
+    /// body) and answers it with the next of `answers`, then stops. Returns its
+    /// URL and, when joined, the bodies it read.
+    fn backend(answers: Vec<Answer>) -> (BackendUrl, std::thread::JoinHandle<Vec<Vec<u8>>>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = BackendUrl::parse(&format!("http://{}", listener.local_addr().unwrap())).unwrap();
+        let server = std::thread::spawn(move || {
+            let mut bodies = Vec::new();
+            let mut answers = answers.into_iter();
+            'connections: loop {
+                let (mut stream, _) = listener.accept().unwrap();
+                let mut buf = Vec::new();
+                loop {
+                    let mut headers = [httparse::EMPTY_HEADER; 16];
+                    let mut request = httparse::Request::new(&mut headers);
+                    let Ok(httparse::Status::Complete(head_len)) = request.parse(&buf) else {
+                        let mut chunk = [0; 4096];
+                        match stream.read(&mut chunk).unwrap() {
+                            0 => continue 'connections,
+                            n => buf.extend_from_slice(&chunk[..n]),
+                        }
+                        continue;
+                    };
+                    let length: usize = request
+                        .headers
+                        .iter()
+                        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                        .map_or(0, |h| {
+                            std::str::from_utf8(h.value).unwrap().parse().unwrap()
+                        });
+                    let mut body = buf.split_off(head_len);
+                    let missing = (head_len + length).saturating_sub(head_len + body.len());
+                    let mut rest = vec![0; missing];
+                    stream.read_exact(&mut rest).unwrap();
+                    body.extend_from_slice(&rest);
+                    buf = body.split_off(length);
+                    bodies.push(body);
+                    match answers.next() {
+                        Some(Answer::Status(status)) => {
+                            let answer =
+                                format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\n\r\n");
+                            stream.write_all(answer.as_bytes()).unwrap();
+                        }
+                        Some(Answer::Close) => continue 'connections,
+                        None => return bodies,
+                    }
+                    if answers.len() == 0 {
+                        return bodies;
+                    }
+                }
+            }
+        });
+        (url, server)
+    }
+
+    fn key() -> BatchKey {
+        BatchKey {
+            db: "db".into(),
+            rp: None,
+            precision: crate::lp::precision::Precision::Nanoseconds,
+            authorization: None,
+        }
+    }
+
+    /// A body large enough to be spliced.
+    fn large_body() -> Vec<u8> {
+        (0..MIN_SPLICE_BYTES * 3 + 5)
+            .map(|i| b"0123456789\n"[i % 11])
+            .collect()
+    }
+
+    #[test]
+    fn a_lent_body_answered_2xx_arrives_whole_and_its_pages_are_released() {
+        let (url, server) = backend(vec![Answer::Status(204), Answer::Status(204)]);
+        let mut client = BackendClient::new(url, Duration::from_secs(10), None);
+        let body = large_body();
+        for _ in 0..2 {
+            let response = client
+                .post_write(&key(), &body, false, Transfer::Lend)
+                .unwrap();
+            assert_eq!(response.status, 204);
+            assert!(client.lent_pages_released());
+        }
+        let bodies = server.join().unwrap();
+        assert_eq!(bodies.len(), 2);
+        assert!(bodies.iter().all(|got| *got == body), "bodies differ");
+    }
+
+    #[test]
+    fn lent_pages_are_held_after_any_other_ending() {
+        let body = large_body();
+        // A refusal and a server error; then a connection closed without an
+        // answer, which makes the client retry on a new connection: that answer
+        // is a 2xx, but the first connection may still hold the pages.
+        for (answer, retried, status) in [
+            (Answer::Status(400), None, 400),
+            (Answer::Status(500), None, 500),
+            (Answer::Close, Some(Answer::Status(204)), 204),
+        ] {
+            let (url, server) = backend(
+                [Some(Answer::Status(204)), Some(answer), retried]
+                    .into_iter()
+                    .flatten()
+                    .collect(),
+            );
+            let mut client = BackendClient::new(url, Duration::from_secs(10), None);
+            client
+                .post_write(&key(), &body, false, Transfer::Lend)
+                .unwrap();
+            assert!(client.lent_pages_released());
+            let response = client
+                .post_write(&key(), &body, false, Transfer::Lend)
+                .unwrap();
+            assert_eq!(response.status, status);
+            assert!(!client.lent_pages_released());
+            server.join().unwrap();
+        }
+    }
+
+    #[test]
+    fn copied_and_small_bodies_are_never_lent() {
+        let (url, server) = backend(vec![Answer::Status(500), Answer::Status(500)]);
+        let mut client = BackendClient::new(url, Duration::from_secs(10), None);
+        client
+            .post_write(&key(), &large_body(), false, Transfer::Copy)
+            .unwrap();
+        assert!(client.lent_pages_released());
+        client
+            .post_write(&key(), b"m v=1\n", false, Transfer::Lend)
+            .unwrap();
+        assert!(client.lent_pages_released());
+        server.join().unwrap();
     }
 }

@@ -143,7 +143,7 @@ impl Recovery {
         // Not held while the backend is busy: writers may append meanwhile.
         drop(spool);
         let position = record.position;
-        let batch = Batch::new(Arc::new(record.key), record.body, record.lines);
+        let batch = Batch::new(Arc::new(record.key), record.body.into(), record.lines);
         match post_batch(&mut self.client, &backend, &batch) {
             Outcome::Written => {
                 backend.count_written(batch.lines, batch.body.len());
