@@ -61,7 +61,7 @@ impl BatchBody {
             Ok(map) => BatchBody(Storage::Mapped { map, len: 0, pool }),
             Err(e) => {
                 tracing::warn!(error = %e, capacity, "cannot map a batch body; using the heap");
-                BatchBody(Storage::Heap(Vec::with_capacity(capacity)))
+                BatchBody::new()
             }
         }
     }
@@ -78,13 +78,13 @@ impl BatchBody {
         }
     }
 
-    /// Appends `line`, then `suffix`, then a newline. Grows the body if they do
-    /// not fit; the batcher sizes bodies so that they always do.
+    /// Appends `line`, then `suffix`, then a newline. A mapped body too small
+    /// for them moves to the heap; the batcher sizes bodies so that they fit.
     #[inline]
     pub fn push_line(&mut self, line: &[u8], suffix: &[u8]) {
         let needed = line.len() + suffix.len() + 1;
-        if self.len() + needed > self.capacity() {
-            self.grow(needed);
+        if matches!(&self.0, Storage::Mapped { map, len, .. } if len + needed > map.len()) {
+            self.move_to_heap();
         }
         match &mut self.0 {
             Storage::Heap(vec) => {
@@ -102,13 +102,10 @@ impl BatchBody {
         }
     }
 
-    /// Moves the body to the heap with room for `more` bytes: the rare case of
-    /// a line longer than the batch size.
+    /// The rare case of a line longer than the batch size.
     #[cold]
-    fn grow(&mut self, more: usize) {
-        let mut vec = Vec::with_capacity(self.len() + more);
-        vec.extend_from_slice(self);
-        *self = BatchBody(Storage::Heap(vec));
+    fn move_to_heap(&mut self) {
+        *self = BatchBody(Storage::Heap(self.to_vec()));
     }
 
     /// Gives a mapped body's memory back to the pool for the next batch. Only

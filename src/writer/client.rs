@@ -90,6 +90,8 @@ pub struct BackendClient {
     /// Bytes read from the backend, reused.
     read_buf: Vec<u8>,
     splicer: Splicer,
+    /// The current exchange has lent pages of its body to the socket.
+    lent_pages: bool,
     /// The last request lent pages on an exchange that did not end in a 2xx.
     lent_pages_at_risk: bool,
 }
@@ -104,6 +106,7 @@ impl BackendClient {
             head: String::with_capacity(512),
             read_buf: Vec::with_capacity(4096),
             splicer: Splicer::default(),
+            lent_pages: false,
             lent_pages_at_risk: false,
         }
     }
@@ -207,11 +210,13 @@ impl BackendClient {
 
     fn exchange(&mut self, body: &[u8], transfer: Transfer) -> Result<Response, ClientError> {
         let lend = transfer == Transfer::Lend && body.len() >= MIN_SPLICE_BYTES;
+        self.lent_pages = false;
         let result = self.try_exchange(body, lend);
         if result.is_err() {
             self.stream = None;
         }
-        if lend && !matches!(&result, Ok(response) if (200..300).contains(&response.status)) {
+        let answered_2xx = matches!(&result, Ok(response) if (200..300).contains(&response.status));
+        if self.lent_pages && !answered_2xx {
             self.lent_pages_at_risk = true;
         }
         result
@@ -226,6 +231,7 @@ impl BackendClient {
             .write_all(self.head.as_bytes())
             .map_err(ClientError::Io)?;
         if lend {
+            self.lent_pages = true;
             self.splicer.send(stream, body).map_err(ClientError::Io)?;
         } else {
             stream.write_all(body).map_err(ClientError::Io)?;
@@ -556,6 +562,19 @@ mod tests {
             assert!(!client.lent_pages_released());
             server.join().unwrap();
         }
+    }
+
+    #[test]
+    fn a_backend_never_reached_was_lent_nothing() {
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let url = BackendUrl::parse(&format!("http://127.0.0.1:{port}")).unwrap();
+        let mut client = BackendClient::new(url, Duration::from_secs(1), None);
+        let result = client.post_write(&key(), &large_body(), false, Transfer::Lend);
+        assert!(matches!(result, Err(ClientError::Connect(_))), "{result:?}");
+        assert!(client.lent_pages_released());
     }
 
     #[test]
