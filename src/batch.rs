@@ -163,7 +163,9 @@ fn gzip(body: &[u8]) -> Vec<u8> {
 /// A body no writer left with the kernel goes back to the pool (see `batch_body`).
 impl Drop for Batch {
     fn drop(&mut self) {
-        if !*self.pages_may_be_in_use.get_mut() {
+        if *self.pages_may_be_in_use.get_mut() {
+            self.body.hold_back();
+        } else {
             self.body.recycle();
         }
     }
@@ -185,6 +187,8 @@ pub struct Batcher {
     /// Valid between `begin_request` and the next call that removes batches.
     request_slots: Vec<Option<usize>>,
     max_batch_bytes: usize,
+    /// The size hint of the current request (`expect_bytes`).
+    request_bytes: usize,
     /// Batches frozen and waiting for `take_ready`.
     ready: Vec<(SetId, Arc<Batch>)>,
 }
@@ -195,6 +199,7 @@ impl Batcher {
             open: (0..set_count).map(|_| Vec::new()).collect(),
             request_slots: vec![None; set_count],
             max_batch_bytes,
+            request_bytes: max_batch_bytes,
             ready: Vec::new(),
         }
     }
@@ -202,6 +207,15 @@ impl Batcher {
     /// Forgets the previous request's batch choices; call before its first `append`.
     pub fn begin_request(&mut self) {
         self.request_slots.fill(None);
+        self.request_bytes = self.max_batch_bytes;
+    }
+
+    /// The current request carries a body of `bytes`: a batch it opens starts
+    /// with room for that much, doubled for the timestamps added to lines that
+    /// have none (capped at `max_batch_bytes`; many small writes to many
+    /// databases must not each hold a whole batch).
+    pub fn expect_bytes(&mut self, bytes: usize) {
+        self.request_bytes = bytes.saturating_mul(2).saturating_add(64);
     }
 
     /// The longest line a batch can take; longer lines are refused, so that
@@ -239,6 +253,9 @@ impl Batcher {
                     }
                 };
                 self.request_slots[set_index] = Some(slot);
+                batches[slot]
+                    .body
+                    .reserve(self.request_bytes, self.max_batch_bytes);
                 slot
             }
         };
@@ -246,13 +263,12 @@ impl Batcher {
         let needed = line.len() + timestamp_suffix.len() + 1;
         if batch.lines > 0 && batch.body.len() + needed > self.max_batch_bytes {
             self.ready.push((set, freeze(batch)));
+            batch
+                .body
+                .reserve(self.request_bytes.max(needed), self.max_batch_bytes);
         }
         if batch.lines == 0 {
             batch.opened = now;
-            if batch.body.capacity() == 0 {
-                // Virtual memory: only the pages the lines reach are touched.
-                batch.body = BatchBody::mapped(self.max_batch_bytes);
-            }
         }
         batch.body.push_line(line, timestamp_suffix);
         batch.lines += 1;
@@ -444,10 +460,10 @@ mod tests {
 
     #[test]
     fn a_batch_reuses_its_body_unless_a_writer_left_the_pages_with_the_kernel() {
-        let pool: &'static crate::batch_body::Pool =
-            Box::leak(Box::new(crate::batch_body::Pool::new()));
+        let pool = crate::batch_body::tests::own_pool();
+        let size = 1 << 20;
         for left_with_kernel in [false, true] {
-            let mut body = BatchBody::mapped_from(pool, 4096);
+            let mut body = BatchBody::for_batch_from(pool, size, size);
             body.push_line(b"m v=1", b"");
             let address = body.as_ptr();
             let batch = Batch::new(Arc::new(BatchKey::from_target(&TARGET)), body, 1);
@@ -455,8 +471,23 @@ mod tests {
                 batch.keep_pages_from_reuse();
             }
             drop(batch);
-            let reused = pool.take(4096).map(|map| map.as_ptr());
+            let reused = pool.take(size).map(|map| map.as_ptr());
             assert_eq!(reused, (!left_with_kernel).then_some(address));
+        }
+    }
+
+    #[test]
+    fn a_large_request_fills_a_lendable_body_and_a_small_one_a_heap_body() {
+        let mut batcher = Batcher::new(1, 1 << 20);
+        let now = Instant::now();
+        for (request_bytes, lendable) in [(100, false), (1 << 20, true)] {
+            batcher.begin_request();
+            batcher.expect_bytes(request_bytes);
+            batcher.append(SetId(0), &TARGET, b"m v=1", b"", now);
+            batcher.flush_all();
+            let (_, batch) = batcher.take_ready().next().unwrap();
+            assert_eq!(batch.body.is_lendable(), lendable);
+            assert_eq!(&batch.body[..], b"m v=1\n");
         }
     }
 

@@ -7,30 +7,64 @@
 //! when that is. So a lent body must never be written again while the kernel
 //! might still read it, or a backend could receive another batch's bytes.
 //!
-//! Each body that may be lent therefore has an anonymous mapping of its own:
+//! A body that may be lent therefore has an anonymous mapping of its own:
 //! - when every backend answered 2xx to the request that carried it, the backend
 //!   has read every byte, so the mapping goes back to a pool and the next batch
 //!   reuses its pages (no page faults in the steady state);
 //! - after any other ending (an error, a timeout, a refusal, a retry) the mapping
 //!   is unmapped. The kernel keeps the pages it still references alive, and they
 //!   are never handed to fluxgate again.
+//!
+//! Small bodies are not worth lending: a body starts on the heap, sized for the
+//! request that opens it, and moves into a mapping once it passes
+//! [`MIN_LENT_BYTES`] (or starts in one when the request alone is that large).
 
 use std::fmt;
 use std::ops::Deref;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use memmap2::MmapMut;
 
-/// Capacity the pool keeps mapped for reuse, across all bodies.
+/// Bodies shorter than this are copied to the socket, not lent: below a pipe's
+/// default capacity, the extra system calls and page references cost as much
+/// as the copy.
+pub const MIN_LENT_BYTES: usize = 64 << 10;
+
+/// Mapped capacity the pool keeps for reuse, across all bodies (at least two
+/// bodies, whatever their size).
 const POOL_BYTES: usize = 32 << 20;
+
+/// What became of mapped bodies, process-wide (`/metrics`).
+#[derive(Debug, Default)]
+pub struct BodyCounts {
+    /// Mapped bodies taken from the pool.
+    pub reused: AtomicU64,
+    /// Mapped bodies newly mapped (the pool had none): each page faults once.
+    pub mapped: AtomicU64,
+    /// Bodies lent to a socket (once per backend that was sent one).
+    pub lent: AtomicU64,
+    /// Lent bodies unmapped instead of reused, as the kernel might still read them.
+    pub held_back: AtomicU64,
+}
+
+pub static BODY_COUNTS: BodyCounts = BodyCounts {
+    reused: AtomicU64::new(0),
+    mapped: AtomicU64::new(0),
+    lent: AtomicU64::new(0),
+    held_back: AtomicU64::new(0),
+};
 
 /// Newline-terminated lines of one batch.
 pub struct BatchBody(Storage);
 
 enum Storage {
-    /// Memory from the allocator: never lent (spool replays, tests, and the
-    /// fallback when a mapping cannot be made).
-    Heap(Vec<u8>),
+    Heap {
+        vec: Vec<u8>,
+        /// The pool and size of the mapping to move into once the body passes
+        /// `MIN_LENT_BYTES`, if any.
+        lend_into: Option<(&'static Pool, usize)>,
+    },
     /// A mapping of its own: may be lent to the kernel.
     Mapped {
         map: MmapMut,
@@ -43,27 +77,88 @@ enum Storage {
 impl BatchBody {
     /// An empty body that owns no memory.
     pub const fn new() -> BatchBody {
-        BatchBody(Storage::Heap(Vec::new()))
+        BatchBody(Storage::Heap {
+            vec: Vec::new(),
+            lend_into: None,
+        })
     }
 
-    /// An empty body with room for `capacity` bytes in a mapping of its own,
-    /// reused from the pool when it has one of that size.
-    pub fn mapped(capacity: usize) -> BatchBody {
-        BatchBody::mapped_from(&POOL, capacity)
+    /// An empty body for a batch of at most `capacity` bytes, opened by a request
+    /// that brings about `expected` bytes: on the heap with room for those, or
+    /// mapped at once when they are enough to lend.
+    pub fn for_batch(expected: usize, capacity: usize) -> BatchBody {
+        BatchBody::for_batch_from(&POOL, expected, capacity)
     }
 
-    pub(crate) fn mapped_from(pool: &'static Pool, capacity: usize) -> BatchBody {
-        let capacity = capacity.max(1);
-        match pool
-            .take(capacity)
-            .map_or_else(|| MmapMut::map_anon(capacity), Ok)
-        {
-            Ok(map) => BatchBody(Storage::Mapped { map, len: 0, pool }),
-            Err(e) => {
-                tracing::warn!(error = %e, capacity, "cannot map a batch body; using the heap");
-                BatchBody::new()
+    pub(crate) fn for_batch_from(
+        pool: &'static Pool,
+        expected: usize,
+        capacity: usize,
+    ) -> BatchBody {
+        let expected = expected.min(capacity);
+        if expected >= MIN_LENT_BYTES {
+            if let Some(body) = BatchBody::mapped(pool, capacity) {
+                return body;
             }
         }
+        BatchBody(Storage::Heap {
+            vec: Vec::with_capacity(expected),
+            lend_into: (capacity >= MIN_LENT_BYTES).then_some((pool, capacity)),
+        })
+    }
+
+    /// Makes room for `more` bytes, of a batch of at most `capacity` (once per
+    /// request that writes to the batch, so that its lines do not grow the
+    /// body one by one): an empty body starts as [`BatchBody::for_batch`]
+    /// would, a heap body that will pass `MIN_LENT_BYTES` moves into its mapping
+    /// now, another heap body reserves.
+    pub fn reserve(&mut self, more: usize, capacity: usize) {
+        match &mut self.0 {
+            Storage::Heap {
+                vec,
+                lend_into: None,
+            } if vec.capacity() == 0 => {
+                *self = BatchBody::for_batch(more, capacity);
+            }
+            Storage::Heap {
+                vec,
+                lend_into: Some((pool, size)),
+            } if vec.len() + more >= MIN_LENT_BYTES => {
+                if let Some(mut body) = BatchBody::mapped(pool, *size) {
+                    body.push_bytes(vec);
+                    *self = body;
+                }
+            }
+            Storage::Heap { vec, .. } => {
+                let want = vec.len().saturating_add(more).min(capacity);
+                if vec.capacity() < want {
+                    vec.reserve_exact(want - vec.len());
+                }
+            }
+            Storage::Mapped { .. } => {}
+        }
+    }
+
+    /// An empty mapped body of `capacity` bytes, reused from `pool` when it
+    /// has one of that size; `None` (logged) when no mapping can be made.
+    fn mapped(pool: &'static Pool, capacity: usize) -> Option<BatchBody> {
+        let map = match pool.take(capacity) {
+            Some(map) => {
+                BODY_COUNTS.reused.fetch_add(1, Ordering::Relaxed);
+                map
+            }
+            None => match MmapMut::map_anon(capacity) {
+                Ok(map) => {
+                    BODY_COUNTS.mapped.fetch_add(1, Ordering::Relaxed);
+                    map
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, capacity, "cannot map a batch body; it stays on the heap");
+                    return None;
+                }
+            },
+        };
+        Some(BatchBody(Storage::Mapped { map, len: 0, pool }))
     }
 
     /// Whether the body's pages may be lent to the kernel (see the module docs).
@@ -71,23 +166,13 @@ impl BatchBody {
         matches!(self.0, Storage::Mapped { .. })
     }
 
-    pub fn capacity(&self) -> usize {
-        match &self.0 {
-            Storage::Heap(vec) => vec.capacity(),
-            Storage::Mapped { map, .. } => map.len(),
-        }
-    }
-
-    /// Appends `line`, then `suffix`, then a newline. A mapped body too small
-    /// for them moves to the heap; the batcher sizes bodies so that they fit.
+    /// Appends `line`, then `suffix`, then a newline.
     #[inline]
     pub fn push_line(&mut self, line: &[u8], suffix: &[u8]) {
         let needed = line.len() + suffix.len() + 1;
-        if matches!(&self.0, Storage::Mapped { map, len, .. } if len + needed > map.len()) {
-            self.move_to_heap();
-        }
+        self.make_room(needed);
         match &mut self.0 {
-            Storage::Heap(vec) => {
+            Storage::Heap { vec, .. } => {
                 vec.extend_from_slice(line);
                 vec.extend_from_slice(suffix);
                 vec.push(b'\n');
@@ -102,20 +187,66 @@ impl BatchBody {
         }
     }
 
-    /// The rare case of a line longer than the batch size.
-    #[cold]
-    fn move_to_heap(&mut self) {
-        *self = BatchBody(Storage::Heap(self.to_vec()));
+    /// Moves the body where `needed` more bytes fit: into a mapping once a
+    /// heap body is large enough to lend, back to the heap in the rare case of
+    /// a line longer than the batch size.
+    #[inline]
+    fn make_room(&mut self, needed: usize) {
+        let total = self.len() + needed;
+        let moved = match &self.0 {
+            Storage::Heap {
+                lend_into: Some((pool, capacity)),
+                ..
+            } if total >= MIN_LENT_BYTES && total <= *capacity => {
+                // `None` (no mapping could be made, logged) keeps it on the heap.
+                Some(BatchBody::mapped(pool, *capacity).map_or_else(
+                    || BatchBody::from(self.to_vec()),
+                    |mut body| {
+                        body.push_bytes(self);
+                        body
+                    },
+                ))
+            }
+            Storage::Mapped { map, .. } if total > map.len() => {
+                Some(BatchBody::from(self.to_vec()))
+            }
+            _ => None,
+        };
+        if let Some(body) = moved {
+            *self = body;
+        }
     }
 
-    /// Gives a mapped body's memory back to the pool for the next batch. Only
-    /// for a body the kernel no longer reads (see the module docs).
-    pub fn recycle(&mut self) {
-        if let Storage::Mapped { map, pool, .. } =
-            std::mem::replace(&mut self.0, Storage::Heap(Vec::new()))
-        {
-            pool.put(map);
+    /// Copies `bytes` into a mapped body with room for them.
+    fn push_bytes(&mut self, bytes: &[u8]) {
+        if let Storage::Mapped { map, len, .. } = &mut self.0 {
+            map[*len..*len + bytes.len()].copy_from_slice(bytes);
+            *len += bytes.len();
         }
+    }
+
+    /// Unmaps a lent body the kernel may still read (see the module docs).
+    pub(crate) fn hold_back(&mut self) {
+        if self.is_lendable() {
+            BODY_COUNTS.held_back.fetch_add(1, Ordering::Relaxed);
+            *self = BatchBody::new();
+        }
+    }
+
+    /// Gives a mapped body's memory back to its pool for the next batch. Only
+    /// for a body the kernel no longer reads (see the module docs).
+    pub(crate) fn recycle(&mut self) {
+        if self.is_lendable() {
+            if let Storage::Mapped { map, pool, .. } = std::mem::take(&mut self.0) {
+                pool.put(map);
+            }
+        }
+    }
+}
+
+impl Default for Storage {
+    fn default() -> Self {
+        BatchBody::new().0
     }
 }
 
@@ -130,15 +261,19 @@ impl Deref for BatchBody {
 
     fn deref(&self) -> &[u8] {
         match &self.0 {
-            Storage::Heap(vec) => vec,
+            Storage::Heap { vec, .. } => vec,
             Storage::Mapped { map, len, .. } => &map[..*len],
         }
     }
 }
 
+/// A body read back from a spool, or built by a test: never lent.
 impl From<Vec<u8>> for BatchBody {
     fn from(vec: Vec<u8>) -> Self {
-        BatchBody(Storage::Heap(vec))
+        BatchBody(Storage::Heap {
+            vec,
+            lend_into: None,
+        })
     }
 }
 
@@ -151,81 +286,114 @@ impl fmt::Debug for BatchBody {
     }
 }
 
-/// Mappings of bodies the kernel is done with, all of one size and at most
-/// `POOL_BYTES` in all.
-/// Taken and given back once per batch, so a lock is cheap enough.
-pub(crate) struct Pool(Mutex<Vec<MmapMut>>);
+/// Mappings of bodies the kernel is done with. Taken and given back once per
+/// batch (not per point), so a lock is cheap enough.
+pub(crate) struct Pool(Mutex<PoolState>);
+
+struct PoolState {
+    /// All of `size` bytes.
+    maps: Vec<MmapMut>,
+    /// The size bodies were last asked for: after a reload changes
+    /// `write.max_batch_bytes`, mappings of the old size are unmapped.
+    size: usize,
+}
 
 static POOL: Pool = Pool::new();
 
 impl Pool {
     pub(crate) const fn new() -> Pool {
-        Pool(Mutex::new(Vec::new()))
+        Pool(Mutex::new(PoolState {
+            maps: Vec::new(),
+            size: 0,
+        }))
     }
 
-    /// A mapping of `capacity` bytes, if one is free.
-    pub(crate) fn take(&self, capacity: usize) -> Option<MmapMut> {
-        let mut maps = self.lock();
-        match maps.last() {
-            Some(map) if map.len() == capacity => maps.pop(),
-            _ => None,
+    /// A mapping of `size` bytes, if one is free.
+    pub(crate) fn take(&self, size: usize) -> Option<MmapMut> {
+        let mut state = self.lock();
+        if state.size != size {
+            state.maps.clear();
+            state.size = size;
         }
+        state.maps.pop()
     }
 
-    /// Keeps `map` for reuse if there is room. Mappings of another size (from
-    /// before a reload changed `write.max_batch_bytes`) are unmapped.
+    /// Keeps `map` for reuse if it has the current size and there is room.
     fn put(&self, map: MmapMut) {
-        let mut maps = self.lock();
-        maps.retain(|kept| kept.len() == map.len());
-        if (maps.len() + 1) * map.len() <= POOL_BYTES {
-            maps.push(map);
+        let mut state = self.lock();
+        let room = (POOL_BYTES / map.len().max(1)).max(2);
+        if map.len() == state.size && state.maps.len() < room {
+            state.maps.push(map);
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<MmapMut>> {
+    fn lock(&self) -> MutexGuard<'_, PoolState> {
         // The pool holds no invariant a panic could break.
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A pool of the test's own, so tests running alongside do not share it.
+    pub(crate) fn own_pool() -> &'static Pool {
+        Box::leak(Box::new(Pool::new()))
+    }
+
+    const LARGE: usize = 4 * MIN_LENT_BYTES;
 
     #[test]
     fn lines_are_appended_with_suffix_and_newline() {
-        let mut body = BatchBody::mapped(64);
+        for expected in [0, LARGE] {
+            let mut body = BatchBody::for_batch_from(own_pool(), expected, LARGE);
+            assert_eq!(body.is_lendable(), expected == LARGE);
+            body.push_line(b"m v=1", b" 42");
+            body.push_line(b"m v=2 7", b"");
+            assert_eq!(&body[..], b"m v=1 42\nm v=2 7\n");
+        }
+    }
+
+    #[test]
+    fn a_small_body_moves_into_a_mapping_once_it_is_worth_lending() {
+        let mut body = BatchBody::for_batch_from(own_pool(), 100, LARGE);
+        let line = [b'x'; 999];
+        let mut expected = Vec::new();
+        while body.len() + 1000 < MIN_LENT_BYTES {
+            body.push_line(&line, b"");
+            expected.extend_from_slice(&line);
+            expected.push(b'\n');
+            assert!(!body.is_lendable());
+        }
+        body.push_line(&line, b"");
+        expected.extend_from_slice(&line);
+        expected.push(b'\n');
         assert!(body.is_lendable());
-        body.push_line(b"m v=1", b" 42");
-        body.push_line(b"m v=2 7", b"");
-        assert_eq!(&body[..], b"m v=1 42\nm v=2 7\n");
+        assert!(body[..] == expected[..], "bytes differ after the move");
     }
 
     #[test]
     fn a_line_past_the_capacity_moves_the_body_to_the_heap() {
-        let mut body = BatchBody::mapped(8);
+        let pool = own_pool();
+        let mut body = BatchBody::for_batch_from(pool, LARGE, LARGE);
         body.push_line(b"m v=1", b"");
-        body.push_line(b"measurement v=2", b" 5");
-        assert_eq!(&body[..], b"m v=1\nmeasurement v=2 5\n");
+        let long = vec![b'y'; LARGE];
+        body.push_line(&long, b" 5");
+        assert_eq!(body.len(), 6 + LARGE + 3);
+        assert!(body.starts_with(b"m v=1\nyyy") && body.ends_with(b"y 5\n"));
         assert!(!body.is_lendable());
-    }
-
-    /// A pool of the test's own, so tests running alongside do not share it.
-    fn own_pool() -> &'static Pool {
-        Box::leak(Box::new(Pool::new()))
     }
 
     #[test]
     fn a_recycled_mapping_is_reused_by_a_body_of_its_size() {
         let pool = own_pool();
-        let mut body = BatchBody::mapped_from(pool, 3 * 4096);
+        let mut body = BatchBody::for_batch_from(pool, LARGE, LARGE);
         body.push_line(b"m v=1", b"");
         let address = body.as_ptr();
         body.recycle();
         assert!(body.is_empty() && !body.is_lendable());
-        let reused = BatchBody::mapped_from(pool, 3 * 4096);
+        let reused = BatchBody::for_batch_from(pool, LARGE, LARGE);
         assert_eq!(reused.as_ptr(), address);
         assert!(reused.is_empty(), "a reused body starts empty");
     }
@@ -233,38 +401,51 @@ mod tests {
     #[test]
     fn a_dropped_body_is_not_reused() {
         let pool = own_pool();
-        let mut body = BatchBody::mapped_from(pool, 4096);
+        let mut body = BatchBody::for_batch_from(pool, LARGE, LARGE);
         body.push_line(b"m v=1", b"");
         drop(body);
-        assert!(pool.take(4096).is_none());
+        assert!(pool.take(LARGE).is_none());
     }
 
     #[test]
-    fn the_pool_keeps_one_size_and_a_bounded_total() {
+    fn the_pool_keeps_the_current_size_within_its_bound() {
         let pool = own_pool();
-        BatchBody::mapped_from(pool, 4096).recycle();
-        let mut big: Vec<_> = (0..POOL_BYTES / (1 << 20) + 2)
-            .map(|_| BatchBody::mapped_from(pool, 1 << 20))
+        let mut small = BatchBody::for_batch_from(pool, LARGE, LARGE);
+        // A reload: bodies are now asked for in another size, and the old
+        // size is no longer kept.
+        let size = 1 << 20;
+        let mut bodies: Vec<_> = (0..POOL_BYTES / size + 2)
+            .map(|_| BatchBody::for_batch_from(pool, size, size))
             .collect();
-        big.iter_mut().for_each(BatchBody::recycle);
-        assert!(
-            pool.lock().iter().all(|map| map.len() == 1 << 20),
-            "the old size was unmapped"
-        );
+        small.recycle();
+        bodies.iter_mut().for_each(BatchBody::recycle);
         let mut kept = 0;
-        while pool.take(1 << 20).is_some() {
+        while pool.take(size).is_some() {
             kept += 1;
         }
-        assert_eq!(kept, POOL_BYTES / (1 << 20));
+        assert_eq!(kept, POOL_BYTES / size);
+        // Bodies larger than the bound are still kept two at a time.
+        let huge = POOL_BYTES;
+        let mut bodies: Vec<_> = (0..3)
+            .map(|_| BatchBody::for_batch_from(pool, huge, huge))
+            .collect();
+        bodies.iter_mut().for_each(BatchBody::recycle);
+        assert!(pool.take(huge).is_some() && pool.take(huge).is_some());
+        assert!(pool.take(huge).is_none());
     }
 
     #[test]
     fn heap_bodies_are_never_lent() {
         let mut body = BatchBody::from(b"m v=1\n".to_vec());
         assert!(!body.is_lendable());
-        body.push_line(b"m v=2", b"");
-        assert_eq!(&body[..], b"m v=1\nm v=2\n");
+        body.push_line(&[b'z'; LARGE], b"");
+        assert!(!body.is_lendable());
+        assert!(body.starts_with(b"m v=1\nzz"));
         body.recycle();
-        assert_eq!(&body[..], b"", "recycling a heap body only empties it");
+        assert_eq!(
+            body.len(),
+            6 + LARGE + 1,
+            "recycling a heap body changes nothing"
+        );
     }
 }

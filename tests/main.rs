@@ -3,8 +3,6 @@
 
 mod harness;
 
-/// The write hot path allocates nothing per line (counting allocator).
-mod allocations;
 /// Proxy users: credentials in every form, admin-only endpoints, backend credentials.
 mod auth;
 

@@ -3,16 +3,7 @@
 use std::time::Duration;
 
 use crate::harness::http;
-use crate::harness::{backends, eventually, unique, Fluxgate};
-
-/// The value of the sample whose line starts with `prefix` (name and labels).
-fn sample(metrics: &str, prefix: &str) -> Option<f64> {
-    metrics
-        .lines()
-        .find(|line| line.starts_with(prefix) && line[prefix.len()..].starts_with(' '))
-        .and_then(|line| line.rsplit(' ').next())
-        .and_then(|value| value.parse().ok())
-}
+use crate::harness::{backends, eventually, metric, unique, Fluxgate};
 
 #[test]
 fn metrics_count_requests_lines_and_backend_writes() {
@@ -35,11 +26,11 @@ fn metrics_count_requests_lines_and_backend_writes() {
         "points written to both backends",
         || {
             let metrics = http::get(&proxy.url("/metrics")).body;
-            let a = sample(
+            let a = metric(
                 &metrics,
                 "fluxgate_backend_points_written_total{backend=\"a\"}",
             )?;
-            let b = sample(
+            let b = metric(
                 &metrics,
                 "fluxgate_backend_points_written_total{backend=\"b\"}",
             )?;
@@ -69,7 +60,7 @@ fn metrics_count_requests_lines_and_backend_writes() {
         ("fluxgate_backend_queue_batches{backend=\"a\"}", 0.0),
     ] {
         assert_eq!(
-            sample(&metrics, prefix),
+            metric(&metrics, prefix),
             Some(expected),
             "{prefix} in\n{metrics}"
         );

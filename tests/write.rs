@@ -3,7 +3,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::harness::http::{self, Raw};
-use crate::harness::{backends, eventually, unique, Fluxgate};
+use crate::harness::{backends, eventually, metric, unique, Fluxgate};
 
 /// Long enough for a batch to be flushed and written on a loaded CI machine.
 const LANDING_TIMEOUT: Duration = Duration::from_secs(30);
@@ -253,8 +253,15 @@ fn a_body_of_100k_lines_arrives_complete() {
     assert_eq!(reply.status, 204, "{}", reply.body);
     assert_count("big on a", 100_000, || servers.a.count(&db, "big"));
     assert_count("big on b", 100_000, || servers.b.count(&db, "big"));
-    // The 1 MiB batches reach the backends through spliced pages: the points
-    // carry the values they were sent with, not bytes of another batch.
+    // The 1 MiB batches reached the backends from their own pages (lent, not
+    // copied), and the points carry the values they were sent with.
+    let metrics = http::get(&proxy.url("/metrics")).body;
+    let lent = metric(&metrics, "fluxgate_batch_bodies_lent_total").unwrap();
+    assert!(lent >= 6.0, "{lent} bodies lent for 4 MB to two backends");
+    assert_eq!(
+        metric(&metrics, "fluxgate_batch_bodies_held_back_total"),
+        Some(0.0)
+    );
     for server in [&servers.a, &servers.b] {
         let points = server.points(&db, "big");
         assert_eq!(points.len(), 100_000);

@@ -69,6 +69,43 @@ pub fn metrics(worker: &Worker) -> Response {
         m.family(name, Kind::Counter, help);
         m.sample(name, &[], value);
     }
+    let bodies = &crate::batch_body::BODY_COUNTS;
+    m.family(
+        "fluxgate_batch_bodies_total",
+        Kind::Counter,
+        "Batch bodies of 64 KiB and more (sent without a copy), by where their memory came from: \
+         reused from the pool, or newly mapped (page faults).",
+    );
+    m.sample(
+        "fluxgate_batch_bodies_total",
+        &[("memory", "reused")],
+        bodies.reused.load(Ordering::Relaxed),
+    );
+    m.sample(
+        "fluxgate_batch_bodies_total",
+        &[("memory", "mapped")],
+        bodies.mapped.load(Ordering::Relaxed),
+    );
+    m.family(
+        "fluxgate_batch_bodies_lent_total",
+        Kind::Counter,
+        "Batch bodies sent to a backend from their own pages (vmsplice + splice), once per backend.",
+    );
+    m.sample(
+        "fluxgate_batch_bodies_lent_total",
+        &[],
+        bodies.lent.load(Ordering::Relaxed),
+    );
+    m.family(
+        "fluxgate_batch_bodies_held_back_total",
+        Kind::Counter,
+        "Batch bodies unmapped instead of reused because a backend did not take them whole (an error, timeout, refusal or retry).",
+    );
+    m.sample(
+        "fluxgate_batch_bodies_held_back_total",
+        &[],
+        bodies.held_back.load(Ordering::Relaxed),
+    );
 
     m.family(
         "fluxgate_backend_up",

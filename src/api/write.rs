@@ -293,6 +293,7 @@ pub fn ingest(
     let suffix = &suffix_buf[..suffix_len];
     let now = Instant::now();
     batcher.begin_request();
+    batcher.expect_bytes(body.len());
     let max_line_bytes = batcher.max_line_bytes();
     // Consecutive lines nearly always share a measurement: route it once.
     let mut last_route: Option<(&[u8], Option<SetId>)> = None;

@@ -3,19 +3,20 @@
 //! Writer threads are plain threads (they block on the queue and on the backend),
 //! so this client is synchronous: std `TcpStream`, read/write timeouts, a reused
 //! response buffer. It speaks just what InfluxDB's `/write` and `/ping` need.
-//! Large bodies may be lent to the kernel instead of copied ([`Transfer::Lend`]).
+//! A large batch body is lent to the kernel instead of copied (see `batch_body`).
 
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
-use crate::batch::BatchKey;
+use crate::batch::{Batch, BatchKey};
+use crate::batch_body::{BODY_COUNTS, MIN_LENT_BYTES};
 use crate::chunked::{ChunkedDecoder, ChunkedError};
 use crate::config::BackendUrl;
 use crate::urlencoded;
 
-use super::splice::{Splicer, MIN_SPLICE_BYTES};
+use super::splice::Splicer;
 
 /// Largest response head accepted from a backend.
 const MAX_RESPONSE_HEAD_BYTES: usize = 64 << 10;
@@ -67,17 +68,6 @@ impl Response {
     }
 }
 
-/// How a request body reaches the socket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transfer {
-    /// Copied into the socket: the caller may reuse the memory at once.
-    Copy,
-    /// Spliced if it is large: the kernel reads the caller's pages when it
-    /// transmits, so the caller must ask [`BackendClient::lent_pages_released`]
-    /// before it writes to them again.
-    Lend,
-}
-
 pub struct BackendClient {
     url: BackendUrl,
     timeout: Duration,
@@ -111,17 +101,36 @@ impl BackendClient {
         }
     }
 
-    /// POSTs a batch to the backend's `/write`.
+    /// POSTs a batch to the backend's `/write`, gzipped (once per batch) if
+    /// `gzip`. A large plain body is lent to the socket, not copied; unless the
+    /// backend is then seen to take every byte, the batch is kept from reusing
+    /// the body's memory ([`Batch::keep_pages_from_reuse`]).
     ///
     /// # Errors
     /// Connection, I/O and protocol errors; any HTTP status is an `Ok`.
-    pub fn post_write(
-        &mut self,
-        key: &BatchKey,
-        body: &[u8],
-        gzip: bool,
-        transfer: Transfer,
-    ) -> Result<Response, ClientError> {
+    pub fn post_batch(&mut self, batch: &Batch, gzip: bool) -> Result<Response, ClientError> {
+        self.write_head(&batch.key, gzip);
+        if gzip {
+            return self.request(batch.gzipped(), Send::Copy);
+        }
+        let body = &batch.body[..];
+        if !batch.body.is_lendable() || body.len() < MIN_LENT_BYTES {
+            return self.request(body, Send::Copy);
+        }
+        // Armed before the first page is lent, so that even unwinding leaves
+        // the pages alone.
+        let at_risk = PagesAtRisk(batch);
+        BODY_COUNTS
+            .lent
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let result = self.request(body, Send::Lend);
+        if !self.lent_pages_at_risk {
+            std::mem::forget(at_risk);
+        }
+        result
+    }
+
+    fn write_head(&mut self, key: &BatchKey, gzip: bool) {
         self.head.clear();
         self.head.push_str("POST ");
         self.head.push_str(&self.url.path_prefix);
@@ -147,16 +156,6 @@ impl BackendClient {
             self.head.push_str(authorization);
             self.head.push_str("\r\n");
         }
-        self.request(body, transfer)
-    }
-
-    /// Whether the kernel is done with the pages the last `post_write` lent: it
-    /// lent none, or every exchange that lent them ended in a 2xx answer on the
-    /// same connection, so the backend had read every byte. After an error, a
-    /// timeout, another status or a retry, the backend may still read the body
-    /// from those pages later.
-    pub fn lent_pages_released(&self) -> bool {
-        !self.lent_pages_at_risk
     }
 
     /// GETs `/ping`, the health probe.
@@ -182,13 +181,19 @@ impl BackendClient {
             self.head.push_str(authorization);
             self.head.push_str("\r\n");
         }
-        self.request(b"", Transfer::Copy)
+        self.request(b"", Send::Copy)
     }
 
     /// Finishes the head in `self.head` and sends it with `body`. A kept-alive
     /// connection that the backend closed meanwhile fails on first use; that one
     /// failure is retried on a fresh connection before it counts.
-    fn request(&mut self, body: &[u8], transfer: Transfer) -> Result<Response, ClientError> {
+    ///
+    /// With `Send::Lend`, `lent_pages_at_risk` says afterwards whether the
+    /// kernel may still read `body`'s pages: some exchange lent them and did
+    /// not end in a 2xx answer on the same connection (an error, a timeout,
+    /// another status, or a retry after any of those). A 2xx means the backend
+    /// read every byte.
+    fn request(&mut self, body: &[u8], send: Send) -> Result<Response, ClientError> {
         use std::fmt::Write as _;
         let _ = write!(
             self.head,
@@ -199,19 +204,18 @@ impl BackendClient {
         );
         self.lent_pages_at_risk = false;
         let reused = self.stream.is_some();
-        match self.exchange(body, transfer) {
+        match self.exchange(body, send) {
             Err(ClientError::Io(_)) if reused => {
                 self.stream = None;
-                self.exchange(body, transfer)
+                self.exchange(body, send)
             }
             result => result,
         }
     }
 
-    fn exchange(&mut self, body: &[u8], transfer: Transfer) -> Result<Response, ClientError> {
-        let lend = transfer == Transfer::Lend && body.len() >= MIN_SPLICE_BYTES;
+    fn exchange(&mut self, body: &[u8], send: Send) -> Result<Response, ClientError> {
         self.lent_pages = false;
-        let result = self.try_exchange(body, lend);
+        let result = self.try_exchange(body, send);
         if result.is_err() {
             self.stream = None;
         }
@@ -222,7 +226,7 @@ impl BackendClient {
         result
     }
 
-    fn try_exchange(&mut self, body: &[u8], lend: bool) -> Result<Response, ClientError> {
+    fn try_exchange(&mut self, body: &[u8], send: Send) -> Result<Response, ClientError> {
         if self.stream.is_none() {
             self.stream = Some(self.connect()?);
         }
@@ -230,9 +234,12 @@ impl BackendClient {
         stream
             .write_all(self.head.as_bytes())
             .map_err(ClientError::Io)?;
-        if lend {
+        if send == Send::Lend && self.splicer.is_ready() {
             self.lent_pages = true;
-            self.splicer.send(stream, body).map_err(ClientError::Io)?;
+            // SAFETY: only `post_batch` lends, and only a mapped batch body,
+            // whose memory is reused only if `PagesAtRisk` was disarmed: after
+            // every exchange that lent it ended in a 2xx.
+            unsafe { self.splicer.send(stream, body) }.map_err(ClientError::Io)?;
         } else {
             stream.write_all(body).map_err(ClientError::Io)?;
         }
@@ -266,6 +273,24 @@ impl BackendClient {
             }
         }
         Err(ClientError::Connect(last_error))
+    }
+}
+
+/// How a request body reaches the socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Send {
+    Copy,
+    /// Lent with `splice` (or copied, when the client has no pipe).
+    Lend,
+}
+
+/// Keeps a batch's body from reuse when dropped: `post_batch` forgets it once
+/// the backend has taken every lent byte.
+struct PagesAtRisk<'a>(&'a Batch);
+
+impl Drop for PagesAtRisk<'_> {
+    fn drop(&mut self) {
+        self.0.keep_pages_from_reuse();
     }
 }
 
@@ -388,6 +413,8 @@ fn read_some(stream: &mut impl Read, buf: &mut Vec<u8>) -> Result<(), ClientErro
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::batch_body::{tests::own_pool, BatchBody, Pool};
+    use std::sync::Arc;
 
     fn parse(raw: &[u8]) -> Result<(Response, bool), ClientError> {
         let mut cursor = io::Cursor::new(raw.to_vec());
@@ -445,6 +472,36 @@ mod tests {
         Close,
     }
 
+    /// Reads one request (head and Content-Length body) from `stream`, with
+    /// `buf` holding bytes read past the previous one. `None` at the end of
+    /// the connection.
+    fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Vec<u8>> {
+        loop {
+            let mut headers = [httparse::EMPTY_HEADER; 16];
+            let mut request = httparse::Request::new(&mut headers);
+            if let Ok(httparse::Status::Complete(head_len)) = request.parse(buf) {
+                let length: usize = request
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                    .map_or(0, |h| {
+                        std::str::from_utf8(h.value).unwrap().parse().unwrap()
+                    });
+                let mut body = buf.split_off(head_len);
+                let mut rest = vec![0; length.saturating_sub(body.len())];
+                stream.read_exact(&mut rest).unwrap();
+                body.extend_from_slice(&rest);
+                *buf = body.split_off(length);
+                return Some(body);
+            }
+            let mut chunk = [0; 4096];
+            match stream.read(&mut chunk).unwrap() {
+                0 => return None,
+                n => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
     /// A backend on loopback that reads each request (head and Content-Length
     /// body) and answers it with the next of `answers`, then stops. Returns its
     /// URL and, when joined, the bodies it read.
@@ -457,30 +514,7 @@ mod tests {
             'connections: loop {
                 let (mut stream, _) = listener.accept().unwrap();
                 let mut buf = Vec::new();
-                loop {
-                    let mut headers = [httparse::EMPTY_HEADER; 16];
-                    let mut request = httparse::Request::new(&mut headers);
-                    let Ok(httparse::Status::Complete(head_len)) = request.parse(&buf) else {
-                        let mut chunk = [0; 4096];
-                        match stream.read(&mut chunk).unwrap() {
-                            0 => continue 'connections,
-                            n => buf.extend_from_slice(&chunk[..n]),
-                        }
-                        continue;
-                    };
-                    let length: usize = request
-                        .headers
-                        .iter()
-                        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                        .map_or(0, |h| {
-                            std::str::from_utf8(h.value).unwrap().parse().unwrap()
-                        });
-                    let mut body = buf.split_off(head_len);
-                    let missing = (head_len + length).saturating_sub(head_len + body.len());
-                    let mut rest = vec![0; missing];
-                    stream.read_exact(&mut rest).unwrap();
-                    body.extend_from_slice(&rest);
-                    buf = body.split_off(length);
+                while let Some(body) = read_request(&mut stream, &mut buf) {
                     bodies.push(body);
                     match answers.next() {
                         Some(Answer::Status(status)) => {
@@ -500,42 +534,53 @@ mod tests {
         (url, server)
     }
 
-    fn key() -> BatchKey {
-        BatchKey {
+    const BATCH_BYTES: usize = 1 << 20;
+
+    /// A batch of `lines` lines, in a mapping from `pool` when that many are
+    /// worth lending. Returns it and its bytes.
+    fn batch(pool: &'static Pool, lines: usize) -> (Batch, Vec<u8>) {
+        let text: String = (0..lines).map(|i| format!("m v={i} {i}\n")).collect();
+        let mut body = BatchBody::for_batch_from(pool, text.len(), BATCH_BYTES);
+        for line in text.lines() {
+            body.push_line(line.as_bytes(), b"");
+        }
+        let key = BatchKey {
             db: "db".into(),
             rp: None,
             precision: crate::lp::precision::Precision::Nanoseconds,
             authorization: None,
-        }
+        };
+        (Batch::new(Arc::new(key), body, lines), text.into_bytes())
     }
 
-    /// A body large enough to be spliced.
-    fn large_body() -> Vec<u8> {
-        (0..MIN_SPLICE_BYTES * 3 + 5)
-            .map(|i| b"0123456789\n"[i % 11])
-            .collect()
+    /// Lines enough for a body to be lent (about 250 KiB).
+    const LENT: usize = 20_000;
+
+    /// Whether dropping `batch` gave its body back to `pool` for reuse.
+    fn reused(pool: &'static Pool, batch: Batch) -> bool {
+        assert!(batch.body.is_lendable());
+        drop(batch);
+        pool.take(BATCH_BYTES).is_some()
     }
 
     #[test]
-    fn a_lent_body_answered_2xx_arrives_whole_and_its_pages_are_released() {
+    fn a_lent_body_answered_2xx_arrives_whole_and_is_reused() {
         let (url, server) = backend(vec![Answer::Status(204), Answer::Status(204)]);
         let mut client = BackendClient::new(url, Duration::from_secs(10), None);
-        let body = large_body();
+        let pool = own_pool();
+        let (batch, bytes) = batch(pool, LENT);
         for _ in 0..2 {
-            let response = client
-                .post_write(&key(), &body, false, Transfer::Lend)
-                .unwrap();
+            let response = client.post_batch(&batch, false).unwrap();
             assert_eq!(response.status, 204);
-            assert!(client.lent_pages_released());
         }
         let bodies = server.join().unwrap();
         assert_eq!(bodies.len(), 2);
-        assert!(bodies.iter().all(|got| *got == body), "bodies differ");
+        assert!(bodies.iter().all(|got| *got == bytes), "bodies differ");
+        assert!(reused(pool, batch));
     }
 
     #[test]
-    fn lent_pages_are_held_after_any_other_ending() {
-        let body = large_body();
+    fn a_lent_body_is_not_reused_after_any_other_ending() {
         // A refusal and a server error; then a connection closed without an
         // answer, which makes the client retry on a new connection: that answer
         // is a 2xx, but the first connection may still hold the pages.
@@ -551,17 +596,50 @@ mod tests {
                     .collect(),
             );
             let mut client = BackendClient::new(url, Duration::from_secs(10), None);
-            client
-                .post_write(&key(), &body, false, Transfer::Lend)
-                .unwrap();
-            assert!(client.lent_pages_released());
-            let response = client
-                .post_write(&key(), &body, false, Transfer::Lend)
-                .unwrap();
-            assert_eq!(response.status, status);
-            assert!(!client.lent_pages_released());
+            let pool = own_pool();
+            let (batch, _) = batch(pool, LENT);
+            assert_eq!(client.post_batch(&batch, false).unwrap().status, 204);
+            assert_eq!(client.post_batch(&batch, false).unwrap().status, status);
             server.join().unwrap();
+            assert!(!reused(pool, batch), "after {status}");
         }
+    }
+
+    #[test]
+    fn a_body_a_stalled_backend_reads_late_is_not_overwritten() {
+        // The backend takes the connection but reads nothing until told to: the
+        // client times out while the body's pages sit in the sockets' queues.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = BackendUrl::parse(&format!("http://{}", listener.local_addr().unwrap())).unwrap();
+        let (go, wait) = std::sync::mpsc::channel::<()>();
+        let server = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            wait.recv().unwrap();
+            read_request(&mut stream, &mut Vec::new()).unwrap()
+        });
+        let mut client = BackendClient::new(url, Duration::from_millis(200), None);
+        let pool = own_pool();
+        let (batch, bytes) = batch(pool, LENT);
+        assert!(client.post_batch(&batch, false).is_err());
+        drop(batch);
+        // The next batches get other memory, written all over (were the body
+        // reused, they would overwrite what the backend is about to read).
+        let later: Vec<_> = (0..4)
+            .map(|_| {
+                let mut body = BatchBody::for_batch_from(pool, BATCH_BYTES, BATCH_BYTES);
+                while body.len() < bytes.len() {
+                    body.push_line(&[b'x'; 999], b"");
+                }
+                body
+            })
+            .collect();
+        go.send(()).unwrap();
+        let got = server.join().unwrap();
+        assert!(
+            got == bytes,
+            "the backend read bytes the batch did not send"
+        );
+        drop(later);
     }
 
     #[test]
@@ -572,23 +650,27 @@ mod tests {
         };
         let url = BackendUrl::parse(&format!("http://127.0.0.1:{port}")).unwrap();
         let mut client = BackendClient::new(url, Duration::from_secs(1), None);
-        let result = client.post_write(&key(), &large_body(), false, Transfer::Lend);
+        let pool = own_pool();
+        let (batch, _) = batch(pool, LENT);
+        let result = client.post_batch(&batch, false);
         assert!(matches!(result, Err(ClientError::Connect(_))), "{result:?}");
-        assert!(client.lent_pages_released());
+        assert!(reused(pool, batch));
     }
 
     #[test]
-    fn copied_and_small_bodies_are_never_lent() {
+    fn small_and_gzipped_bodies_are_copied() {
         let (url, server) = backend(vec![Answer::Status(500), Answer::Status(500)]);
         let mut client = BackendClient::new(url, Duration::from_secs(10), None);
-        client
-            .post_write(&key(), &large_body(), false, Transfer::Copy)
-            .unwrap();
-        assert!(client.lent_pages_released());
-        client
-            .post_write(&key(), b"m v=1\n", false, Transfer::Lend)
-            .unwrap();
-        assert!(client.lent_pages_released());
+        let pool = own_pool();
+        // Mapped (the request was large) but short: copied, so reusable after a 500.
+        let mut body = BatchBody::for_batch_from(pool, BATCH_BYTES, BATCH_BYTES);
+        body.push_line(b"m v=1", b"");
+        let small = Batch::new(batch(pool, 1).0.key.clone(), body, 1);
+        assert_eq!(client.post_batch(&small, false).unwrap().status, 500);
+        assert!(reused(pool, small));
+        let (large, _) = batch(pool, LENT);
+        assert_eq!(client.post_batch(&large, true).unwrap().status, 500);
+        assert!(reused(pool, large), "a gzipped body is sent from its copy");
         server.join().unwrap();
     }
 }

@@ -43,7 +43,7 @@ use crate::config::{BackendConfig, BackendUrl, SpoolConfig, SpoolSync};
 use crate::shutdown::Shutdown;
 use crate::spool::{Spool, SpoolError, SpoolOptions};
 use crate::stats::BackendStats;
-use client::{BackendClient, Response, Transfer};
+use client::{BackendClient, Response};
 
 /// First wait before retrying a failed batch; doubles up to `write.max_retry_backoff`.
 const INITIAL_RETRY_BACKOFF: Duration = Duration::from_millis(100);
@@ -539,19 +539,8 @@ impl Writer {
 /// POSTs a batch to the backend (gzip once per batch if the backend wants it)
 /// and sorts the answer, or the failure to get one, into an outcome.
 fn post_batch(client: &mut BackendClient, backend: &BackendShared, batch: &Batch) -> Outcome {
-    let gzip = backend.config.gzip;
-    let (body, transfer) = if gzip {
-        (batch.gzipped(), Transfer::Copy)
-    } else if batch.body.is_lendable() {
-        (&batch.body[..], Transfer::Lend)
-    } else {
-        (&batch.body[..], Transfer::Copy)
-    };
     let started = Instant::now();
-    let result = client.post_write(&batch.key, body, gzip, transfer);
-    if !client.lent_pages_released() {
-        batch.keep_pages_from_reuse();
-    }
+    let result = client.post_batch(batch, backend.config.gzip);
     if result.is_ok() {
         backend.stats().flush_latency.record(started.elapsed());
     }

@@ -2,24 +2,27 @@
 //! pages in a pipe, `splice` moves them from the pipe to the socket. The kernel
 //! then reads the pages when it transmits, so the caller must keep them unwritten
 //! until the peer has the bytes (see `batch_body`).
+//!
+//! `splice` to a socket the peer has reset raises SIGPIPE (there is no
+//! `MSG_NOSIGNAL` for it). Rust's runtime ignores SIGPIPE before `main`, and
+//! fluxgate leaves it so: the call then fails with `EPIPE` like any write.
 
 use std::io;
 use std::net::TcpStream;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
-/// Bodies shorter than this are copied: below a pipe's default capacity, the
-/// two extra system calls and the page references cost as much as the copy.
-pub const MIN_SPLICE_BYTES: usize = 64 << 10;
-
-/// The pipe's capacity, when the system allows it (`fs.pipe-max-size`, 1 MiB
-/// by default): a 1 MiB batch then takes one `vmsplice` and one `splice`.
-const PIPE_BYTES: libc::c_int = 1 << 20;
+/// The pipe's capacity when the system allows it (pipes count against the
+/// user's `fs.pipe-user-pages-soft`): a 1 MiB batch takes four rounds of one
+/// `vmsplice` and one `splice`. A smaller pipe only means more rounds.
+const PIPE_BYTES: libc::c_int = 256 << 10;
 
 /// A pipe kept between sends. It is empty between calls; after a failure it is
 /// closed, so that it holds no page of a failed send.
 #[derive(Default)]
 pub struct Splicer {
     pipe: Option<Pipe>,
+    /// Making a pipe failed once (logged): the owner copies instead.
+    broken: bool,
 }
 
 struct Pipe {
@@ -28,11 +31,33 @@ struct Pipe {
 }
 
 impl Splicer {
-    /// Sends all of `body` on `stream`, honouring its write timeout.
+    /// Whether [`Splicer::send`] can be used: the pipe exists or could be made.
+    /// A failure to make one (out of descriptors, say) is the proxy's own
+    /// problem, not the backend's, so the caller copies instead.
+    pub fn is_ready(&mut self) -> bool {
+        if self.pipe.is_none() && !self.broken {
+            match Pipe::new() {
+                Ok(pipe) => self.pipe = Some(pipe),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot make a pipe: batches to this backend are copied, not lent");
+                    self.broken = true;
+                }
+            }
+        }
+        self.pipe.is_some()
+    }
+
+    /// Sends all of `body` on `stream`, honouring its write timeout. After an
+    /// error the pipe is closed and made again by the next [`Splicer::is_ready`].
+    ///
+    /// # Safety
+    /// The kernel reads `body`'s pages after this returns, until the peer has
+    /// the bytes: they must not be written (nor freed to be reused) before then.
     ///
     /// # Errors
-    /// The system call's error; a timeout is `WouldBlock`, as for `write`.
-    pub fn send(&mut self, stream: &TcpStream, body: &[u8]) -> io::Result<()> {
+    /// The system call's error (a timeout is `WouldBlock`, as for `write`), or
+    /// `NotConnected` without a pipe ([`Splicer::is_ready`] was false).
+    pub unsafe fn send(&mut self, stream: &TcpStream, body: &[u8]) -> io::Result<()> {
         let result = self.try_send(stream, body);
         if result.is_err() {
             self.pipe = None;
@@ -41,9 +66,8 @@ impl Splicer {
     }
 
     fn try_send(&mut self, stream: &TcpStream, body: &[u8]) -> io::Result<()> {
-        let pipe = match &mut self.pipe {
-            Some(pipe) => pipe,
-            empty => empty.insert(Pipe::new()?),
+        let Some(pipe) = &self.pipe else {
+            return Err(io::ErrorKind::NotConnected.into());
         };
         let mut sent = 0;
         while sent < body.len() {
@@ -52,10 +76,21 @@ impl Splicer {
                 iov_base: rest.as_ptr() as *mut libc::c_void,
                 iov_len: rest.len(),
             };
-            // SAFETY: `iov` describes `rest`, which outlives the call; the pipe
+            // SAFETY: `iov` describes `rest`, which is valid for the call (what
+            // happens to its pages after is the caller's contract); the pipe
             // is empty here, so this returns once some pages are in it.
             let in_pipe = unsafe { libc::vmsplice(pipe.write.as_raw_fd(), &iov, 1, 0) };
-            let mut in_pipe = usize::try_from(in_pipe).map_err(|_| io::Error::last_os_error())?;
+            let mut in_pipe = match usize::try_from(in_pipe) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => n,
+                Err(_) => {
+                    let error = io::Error::last_os_error();
+                    if error.kind() == io::ErrorKind::Interrupted {
+                        continue;
+                    }
+                    return Err(error);
+                }
+            };
             sent += in_pipe;
             while in_pipe > 0 {
                 // SAFETY: plain file descriptors; null offsets mean "the pipe's
@@ -129,8 +164,12 @@ mod tests {
             got
         });
         let mut splicer = Splicer::default();
-        splicer.send(&client, &body).unwrap();
-        splicer.send(&client, b"and more").unwrap();
+        assert!(splicer.is_ready());
+        // SAFETY: neither buffer is written again.
+        unsafe {
+            splicer.send(&client, &body).unwrap();
+            splicer.send(&client, b"and more").unwrap();
+        }
         drop(client);
         let got = reader.join().unwrap();
         assert_eq!(got.len(), body.len() + 8);
@@ -147,9 +186,13 @@ mod tests {
         // More than the socket buffers on both sides can take.
         let body = vec![b'x'; 64 << 20];
         let mut splicer = Splicer::default();
-        let error = splicer.send(&client, &body).unwrap_err();
+        assert!(splicer.is_ready());
+        // SAFETY: `body` is leaked below, never written or freed.
+        let error = unsafe { splicer.send(&client, &body) }.unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::WouldBlock, "{error}");
         assert!(splicer.pipe.is_none());
+        assert!(splicer.is_ready(), "a new pipe for the next send");
+        std::mem::forget(body);
     }
 
     #[test]
@@ -158,7 +201,10 @@ mod tests {
         drop(server);
         let mut splicer = Splicer::default();
         let body = vec![b'x'; 8 << 20];
-        assert!(splicer.send(&client, &body).is_err());
+        assert!(splicer.is_ready());
+        // SAFETY: `body` is leaked below, never written or freed.
+        assert!(unsafe { splicer.send(&client, &body) }.is_err());
         assert!(splicer.pipe.is_none());
+        std::mem::forget(body);
     }
 }

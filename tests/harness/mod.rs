@@ -121,3 +121,13 @@ pub fn terminate(
     let _ = child.wait();
     None
 }
+
+/// The value of the `/metrics` sample whose line starts with `prefix` (name
+/// and labels).
+pub fn metric(metrics: &str, prefix: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|line| line.starts_with(prefix) && line[prefix.len()..].starts_with(' '))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+}
