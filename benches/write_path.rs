@@ -115,6 +115,7 @@ fn whole_ingest(c: &mut Criterion) {
                     &mut scratch,
                     &target,
                     body,
+                    None,
                     SystemTime::now(),
                 );
                 assert_eq!(report.accepted, scenario.lines);

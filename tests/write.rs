@@ -272,6 +272,49 @@ fn a_body_of_100k_lines_arrives_complete() {
 }
 
 #[test]
+fn a_large_body_cut_short_writes_nothing() {
+    let servers = backends();
+    let db = unique("cut");
+    servers.create_database(&db);
+    let proxy = Fluxgate::start(
+        "",
+        &two_backend_config(
+            servers.a.http_port,
+            servers.b.http_port,
+            "_default_ = [\"a\", \"b\"]",
+        ),
+    );
+    // Thousands of whole lines arrive, and are checked as they do, but the
+    // body never completes: none of them may be written.
+    let body: String = (0..20_000)
+        .map(|i| format!("cut,host=h{} v={i} {}\n", i % 100, 1_000_000 + i))
+        .collect();
+    let mut raw = Raw::connect(proxy.addr);
+    raw.send(
+        format!(
+            "POST /write?db={db} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    raw.send(&body.as_bytes()[..body.len() * 3 / 4]);
+    raw.finish_sending();
+    assert!(
+        raw.is_closed(),
+        "the proxy ends the connection, answering nothing"
+    );
+    // A write after it, answered once written everywhere (ack = durable).
+    let reply = http::post(&write_url(&proxy, &db, ""), &[], b"after v=1 1\n");
+    assert_eq!(reply.status, 204, "{}", reply.body);
+    assert_count("after on a", 1, || servers.a.count(&db, "after"));
+    for server in [&servers.a, &servers.b] {
+        assert_eq!(server.count(&db, "cut"), 0);
+    }
+    let metrics = http::get(&proxy.url("/metrics")).body;
+    assert_eq!(metric(&metrics, "fluxgate_lines_received_total"), Some(1.0));
+}
+
+#[test]
 fn chunked_and_expect_continue_requests_work() {
     let servers = backends();
     let db = unique("framing");

@@ -18,9 +18,9 @@ use crate::batch::{Batch, Batcher, Target};
 use crate::config::AckMode;
 use crate::error::ApiError;
 use crate::generation::Generation;
-use crate::lp::line::{parse_line, unescape_measurement};
+use crate::lp::line::{parse_line, unescape_measurement, Line, LineError};
 use crate::lp::precision::Precision;
-use crate::lp::scan::scan_lines;
+use crate::lp::scan::{Cursor, Lines};
 use crate::route::{Router, SetId};
 use crate::server::request::Head;
 use crate::server::response::Response;
@@ -98,15 +98,92 @@ impl WriteParams {
     }
 }
 
-/// Handles `POST /write`.
+/// Lines of a write body checked while the rest of it is still arriving, so
+/// that checking overlaps receiving and [`ingest`] only routes and batches
+/// them. Nothing is batched early: a body that never arrives whole writes
+/// nothing. Kept per connection.
+#[derive(Debug)]
+pub struct EarlyLines {
+    /// Where checking stopped: the first point not wholly arrived.
+    cursor: Cursor,
+    checked: Vec<CheckedLine>,
+}
+
+#[derive(Debug)]
+struct CheckedLine {
+    number: usize,
+    /// The point's place in the body.
+    start: usize,
+    end: usize,
+    parsed: Result<Line, LineError>,
+}
+
+/// Bodies smaller than this arrive in one or two reads: nothing to overlap.
+pub const MIN_EARLY_BODY_BYTES: usize = 64 << 10;
+/// Lines checked early per request, at most; later lines wait for the whole
+/// body. Bounds the memory a connection holds for them (about 40 bytes a line).
+const MAX_EARLY_LINES: usize = 16 << 10;
+/// Early checks a connection keeps room for between requests.
+const RETAINED_EARLY_LINES: usize = 1 << 10;
+
+impl EarlyLines {
+    pub const fn new() -> EarlyLines {
+        EarlyLines {
+            cursor: Cursor::START,
+            checked: Vec::new(),
+        }
+    }
+
+    /// Starts on a new body of `length` bytes.
+    pub fn begin(&mut self, length: usize) {
+        self.finish();
+        // Lines are rarely shorter than 32 bytes: one reservation per request.
+        self.checked.reserve((length / 32).min(MAX_EARLY_LINES));
+    }
+
+    /// Checks the points of `arrived` (the start of the body) not yet checked
+    /// whose whole line has arrived.
+    pub fn advance(&mut self, arrived: &[u8]) {
+        let mut lines = Lines::resume(arrived, self.cursor);
+        while self.checked.len() < MAX_EARLY_LINES {
+            let Some((number, line)) = lines.next_complete() else {
+                break;
+            };
+            let start = line.as_ptr() as usize - arrived.as_ptr() as usize;
+            self.checked.push(CheckedLine {
+                number,
+                start,
+                end: start + line.len(),
+                parsed: parse_line(line),
+            });
+        }
+        self.cursor = lines.cursor();
+    }
+
+    /// Forgets the body, keeping room for the next within bounds.
+    pub fn finish(&mut self) {
+        self.cursor = Cursor::START;
+        self.checked.clear();
+        self.checked.shrink_to(RETAINED_EARLY_LINES);
+    }
+}
+
+impl Default for EarlyLines {
+    fn default() -> Self {
+        EarlyLines::new()
+    }
+}
+
+/// Handles `POST /write`. `early` holds the lines checked while the body arrived.
 pub async fn write(
     worker: &Worker,
     generation: &Generation,
     head: &Head,
     buf: &[u8],
     body: &[u8],
+    early: Option<&EarlyLines>,
 ) -> Response {
-    match try_write(worker, generation, head, buf, body).await {
+    match try_write(worker, generation, head, buf, body, early).await {
         Ok(()) => Response::no_content(),
         Err(e) => e.response(),
     }
@@ -121,6 +198,7 @@ async fn try_write(
     head: &Head,
     buf: &[u8],
     body: &[u8],
+    early: Option<&EarlyLines>,
 ) -> Result<(), ApiError> {
     let mut params = WriteParams::parse(head.query(buf), head.authorization(buf))?;
     if generation.users.is_enabled() {
@@ -143,15 +221,15 @@ async fn try_write(
             measurement,
             ..
         } = state;
-        let body = if head.gzip {
+        let (body, early) = if head.gzip {
             gunzip.decompress(
                 body,
                 decompressed,
                 generation.config.server.max_decompressed_bytes.as_usize(),
             )?;
-            &decompressed[..]
+            (&decompressed[..], None)
         } else {
-            body
+            (body, early)
         };
         let report = ingest(
             &generation.router,
@@ -159,6 +237,7 @@ async fn try_write(
             measurement,
             &params.target(),
             body,
+            early,
             received,
         );
         let stats = &worker.stats;
@@ -273,13 +352,15 @@ impl IngestReport {
 
 /// Scans, validates and routes every line of `body`, appending the good ones to
 /// their batches with `received` as the timestamp of lines that have none.
-/// `scratch` holds unescaped measurement names.
+/// Lines in `early` (checked while `body` arrived) are not scanned or
+/// validated again. `scratch` holds unescaped measurement names.
 pub fn ingest(
     router: &Router,
     batcher: &mut Batcher,
     scratch: &mut Vec<u8>,
     target: &Target<'_>,
     body: &[u8],
+    early: Option<&EarlyLines>,
     received: SystemTime,
 ) -> IngestReport {
     let mut report = IngestReport::default();
@@ -297,8 +378,15 @@ pub fn ingest(
     let max_line_bytes = batcher.max_line_bytes();
     // Consecutive lines nearly always share a measurement: route it once.
     let mut last_route: Option<(&[u8], Option<SetId>)> = None;
-    for (line_number, line) in scan_lines(body) {
-        let parsed = match parse_line(line) {
+    let (checked, cursor) = early.map_or((&[][..], Cursor::START), |early| {
+        (&early.checked[..], early.cursor)
+    });
+    let checked = checked
+        .iter()
+        .map(|c| (c.number, &body[c.start..c.end], c.parsed));
+    let rest = Lines::resume(body, cursor).map(|(number, line)| (number, line, parse_line(line)));
+    for (line_number, line, parsed) in checked.chain(rest) {
+        let parsed = match parsed {
             Ok(parsed) => parsed,
             Err(reason) => {
                 report.reject(line_number, |out| {
@@ -385,6 +473,15 @@ mod tests {
         body: &str,
         precision: Precision,
     ) -> (IngestReport, Vec<(u32, String)>) {
+        run_with(router, body, precision, None)
+    }
+
+    fn run_with(
+        router: &Router,
+        body: &str,
+        precision: Precision,
+        early: Option<&EarlyLines>,
+    ) -> (IngestReport, Vec<(u32, String)>) {
         let mut batcher = Batcher::new(router.set_count(), 1 << 20);
         let target = Target {
             db: "db",
@@ -400,6 +497,7 @@ mod tests {
             &mut scratch,
             &target,
             body.as_bytes(),
+            early,
             received,
         );
         batcher.flush_all();
@@ -408,6 +506,27 @@ mod tests {
             .map(|(set, batch)| (set.0, String::from_utf8(batch.body.to_vec()).unwrap()))
             .collect();
         (report, batches)
+    }
+
+    #[test]
+    fn lines_checked_while_the_body_arrived_are_written_as_if_checked_at_the_end() {
+        let r = router("_default_ = [\"a\"]\nmem = [\"b\"]");
+        // Good and bad lines, a comment and blanks, a string over two lines, an
+        // escaped measurement, CRLF, a line without timestamp, none at the end.
+        let body = "cpu v=1 1\nnot a line\n# c\n\nmem,h=x v=2\r\ncpu s=\"a\nb\" 3\n\
+                    my\\ cpu v=4 4\nm,a=1,a=2 v=5\ncpu v=6";
+        let whole = run(&r, body, Precision::Nanoseconds);
+        assert_eq!((whole.0.accepted, whole.0.dropped), (5, 2));
+        for first in 0..=body.len() {
+            for second in [first, (first + 17).min(body.len()), body.len()] {
+                let mut early = EarlyLines::new();
+                early.begin(body.len());
+                early.advance(&body.as_bytes()[..first]);
+                early.advance(&body.as_bytes()[..second]);
+                let split = run_with(&r, body, Precision::Nanoseconds, Some(&early));
+                assert_eq!(split, whole, "arriving at {first} and {second}");
+            }
+        }
     }
 
     #[test]
@@ -513,6 +632,7 @@ mod tests {
             &mut Vec::new(),
             &target,
             body.as_bytes(),
+            None,
             SystemTime::now(),
         );
         assert_eq!((report.accepted, report.dropped), (2, 1));

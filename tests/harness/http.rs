@@ -144,6 +144,13 @@ impl Raw {
         }
     }
 
+    /// Ends the request stream (half-close): the server sees EOF.
+    pub fn finish_sending(&mut self) {
+        self.stream
+            .shutdown(std::net::Shutdown::Write)
+            .expect("shutdown");
+    }
+
     /// True once the server has closed the connection (EOF with nothing buffered).
     pub fn is_closed(&mut self) -> bool {
         let mut byte = [0u8; 1];
