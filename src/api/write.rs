@@ -109,22 +109,79 @@ pub struct EarlyLines {
     checked: Vec<CheckedLine>,
 }
 
-#[derive(Debug)]
+/// A line checked early: where it is and what `parse_line` said, in 20 bytes
+/// (a connection may hold thousands). An invalid line is parsed again, at
+/// the end, for its error.
+#[derive(Debug, Clone, Copy)]
 struct CheckedLine {
-    number: usize,
-    /// The point's place in the body.
-    start: usize,
-    end: usize,
-    parsed: Result<Line, LineError>,
+    number: u32,
+    start: u32,
+    len: u32,
+    measurement_end: u32,
+    flags: u8,
+}
+
+const VALID: u8 = 1;
+const MEASUREMENT_ESCAPED: u8 = 2;
+const HAS_TIMESTAMP: u8 = 4;
+
+impl CheckedLine {
+    fn new(number: usize, start: usize, line: &[u8], parsed: Result<Line, LineError>) -> Self {
+        let (measurement_end, flags) = match parsed {
+            Ok(parsed) => (
+                parsed.measurement_end,
+                VALID
+                    | if parsed.measurement_escaped {
+                        MEASUREMENT_ESCAPED
+                    } else {
+                        0
+                    }
+                    | if parsed.has_timestamp {
+                        HAS_TIMESTAMP
+                    } else {
+                        0
+                    },
+            ),
+            Err(_) => (0, 0),
+        };
+        // Bodies checked early are under 4 GiB (`is_worth_checking_early`).
+        CheckedLine {
+            number: number as u32,
+            start: start as u32,
+            len: line.len() as u32,
+            measurement_end: measurement_end as u32,
+            flags,
+        }
+    }
+
+    fn line<'b>(&self, body: &'b [u8]) -> &'b [u8] {
+        &body[self.start as usize..][..self.len as usize]
+    }
+
+    fn parsed(&self, line: &[u8]) -> Result<Line, LineError> {
+        if self.flags & VALID == 0 {
+            return parse_line(line);
+        }
+        Ok(Line {
+            measurement_end: self.measurement_end as usize,
+            measurement_escaped: self.flags & MEASUREMENT_ESCAPED != 0,
+            has_timestamp: self.flags & HAS_TIMESTAMP != 0,
+        })
+    }
 }
 
 /// Bodies smaller than this arrive in one or two reads: nothing to overlap.
-pub const MIN_EARLY_BODY_BYTES: usize = 64 << 10;
+const MIN_EARLY_BODY_BYTES: usize = 64 << 10;
 /// Lines checked early per request, at most; later lines wait for the whole
-/// body. Bounds the memory a connection holds for them (about 40 bytes a line).
+/// body. Bounds the memory a connection holds for them (20 bytes a line).
 const MAX_EARLY_LINES: usize = 16 << 10;
 /// Early checks a connection keeps room for between requests.
-const RETAINED_EARLY_LINES: usize = 1 << 10;
+const RETAINED_EARLY_LINES: usize = 4 << 10;
+
+/// Whether a write body of `length` bytes is checked while it arrives.
+pub fn is_worth_checking_early(length: usize) -> bool {
+    (MIN_EARLY_BODY_BYTES..=u32::MAX as usize).contains(&length)
+}
 
 impl EarlyLines {
     pub const fn new() -> EarlyLines {
@@ -134,7 +191,7 @@ impl EarlyLines {
         }
     }
 
-    /// Starts on a new body of `length` bytes.
+    /// Starts on a new body of `length` bytes (see [`is_worth_checking_early`]).
     pub fn begin(&mut self, length: usize) {
         self.finish();
         // Lines are rarely shorter than 32 bytes: one reservation per request.
@@ -150,12 +207,8 @@ impl EarlyLines {
                 break;
             };
             let start = line.as_ptr() as usize - arrived.as_ptr() as usize;
-            self.checked.push(CheckedLine {
-                number,
-                start,
-                end: start + line.len(),
-                parsed: parse_line(line),
-            });
+            self.checked
+                .push(CheckedLine::new(number, start, line, parse_line(line)));
         }
         self.cursor = lines.cursor();
     }
@@ -163,8 +216,11 @@ impl EarlyLines {
     /// Forgets the body, keeping room for the next within bounds.
     pub fn finish(&mut self) {
         self.cursor = Cursor::START;
-        self.checked.clear();
-        self.checked.shrink_to(RETAINED_EARLY_LINES);
+        if self.checked.capacity() > RETAINED_EARLY_LINES {
+            self.checked = Vec::new();
+        } else {
+            self.checked.clear();
+        }
     }
 }
 
@@ -354,12 +410,12 @@ impl IngestReport {
 /// their batches with `received` as the timestamp of lines that have none.
 /// Lines in `early` (checked while `body` arrived) are not scanned or
 /// validated again. `scratch` holds unescaped measurement names.
-pub fn ingest(
+pub fn ingest<'b>(
     router: &Router,
     batcher: &mut Batcher,
     scratch: &mut Vec<u8>,
     target: &Target<'_>,
-    body: &[u8],
+    body: &'b [u8],
     early: Option<&EarlyLines>,
     received: SystemTime,
 ) -> IngestReport {
@@ -378,21 +434,14 @@ pub fn ingest(
     let max_line_bytes = batcher.max_line_bytes();
     // Consecutive lines nearly always share a measurement: route it once.
     let mut last_route: Option<(&[u8], Option<SetId>)> = None;
-    let (checked, cursor) = early.map_or((&[][..], Cursor::START), |early| {
-        (&early.checked[..], early.cursor)
-    });
-    let checked = checked
-        .iter()
-        .map(|c| (c.number, &body[c.start..c.end], c.parsed));
-    let rest = Lines::resume(body, cursor).map(|(number, line)| (number, line, parse_line(line)));
-    for (line_number, line, parsed) in checked.chain(rest) {
+    let mut take = |line_number: usize, line: &'b [u8], parsed: Result<Line, LineError>| {
         let parsed = match parsed {
             Ok(parsed) => parsed,
             Err(reason) => {
                 report.reject(line_number, |out| {
                     let _ = write!(out, "unable to parse '{}': {reason}", Quoted(line));
                 });
-                continue;
+                return;
             }
         };
         if line.len() + suffix.len() + 1 > max_line_bytes {
@@ -403,7 +452,7 @@ pub fn ingest(
                     Quoted(line)
                 );
             });
-            continue;
+            return;
         }
         let raw_measurement = &line[..parsed.measurement_end];
         let set = match last_route {
@@ -428,11 +477,22 @@ pub fn ingest(
                     Quoted(raw_measurement)
                 );
             });
-            continue;
+            return;
         };
         let line_suffix: &[u8] = if parsed.has_timestamp { b"" } else { suffix };
         batcher.append(set, target, line, line_suffix, now);
         report.accepted += 1;
+    };
+    let mut cursor = Cursor::START;
+    if let Some(early) = early {
+        for checked in &early.checked {
+            let line = checked.line(body);
+            take(checked.number as usize, line, checked.parsed(line));
+        }
+        cursor = early.cursor;
+    }
+    for (line_number, line) in Lines::resume(body, cursor) {
+        take(line_number, line, parse_line(line));
     }
     report
 }

@@ -17,7 +17,7 @@ use super::request::{parse_head, Framing, Head, Method};
 use super::response::{Body, CONTINUE};
 use super::worker::Worker;
 use crate::api;
-use crate::api::write::{EarlyLines, MIN_EARLY_BODY_BYTES};
+use crate::api::write::{is_worth_checking_early, EarlyLines};
 use crate::chunked::ChunkedDecoder;
 use crate::error::ApiError;
 use crate::query::backend::{BodyReader, ConnectionPool, Framing as AnswerFraming, OpenAnswer};
@@ -152,7 +152,7 @@ pub async fn serve(stream: TcpStream, worker: &Worker) {
 fn checks_lines_early(head: &Head, buf: &[u8]) -> bool {
     head.method == Method::Post
         && !head.gzip
-        && matches!(head.framing, Framing::Length(length) if length >= MIN_EARLY_BODY_BYTES)
+        && matches!(head.framing, Framing::Length(length) if is_worth_checking_early(length))
         && head.path(buf) == "/write"
 }
 
