@@ -312,6 +312,9 @@ fn a_large_body_cut_short_writes_nothing() {
     }
     let metrics = http::get(&proxy.url("/metrics")).body;
     assert_eq!(metric(&metrics, "fluxgate_lines_received_total"), Some(1.0));
+    // The lines were checked as they arrived, and still written nowhere.
+    let early = metric(&metrics, "fluxgate_lines_checked_early_total").unwrap();
+    assert!(early > 1000.0, "{early} lines checked early");
 }
 
 #[test]

@@ -106,6 +106,9 @@ impl WriteParams {
 pub struct EarlyLines {
     /// Where checking stopped: the first point not wholly arrived.
     cursor: Cursor,
+    /// Body bytes to wait for before looking at that point again (`usize::MAX`:
+    /// the rest waits for the whole body).
+    retry_at: usize,
     checked: Vec<CheckedLine>,
 }
 
@@ -172,9 +175,15 @@ impl CheckedLine {
 
 /// Bodies smaller than this arrive in one or two reads: nothing to overlap.
 const MIN_EARLY_BODY_BYTES: usize = 64 << 10;
-/// Lines checked early per request, at most; later lines wait for the whole
-/// body. Bounds the memory a connection holds for them (20 bytes a line).
+/// Lines checked early per request, at most, and per 16 bytes arrived (so
+/// that records of tiny lines take little more room than the lines); later
+/// lines wait for the whole body. Bounds what a connection holds for them
+/// (20 bytes a line, 320 KiB).
 const MAX_EARLY_LINES: usize = 16 << 10;
+const BYTES_PER_EARLY_LINE: usize = 16;
+/// A point not complete after this many bytes waits for the whole body: it
+/// is long, and looking at it on every read would cost more than it saves.
+const MAX_PENDING_BYTES: usize = 64 << 10;
 /// Early checks a connection keeps room for between requests.
 const RETAINED_EARLY_LINES: usize = 4 << 10;
 
@@ -187,6 +196,7 @@ impl EarlyLines {
     pub const fn new() -> EarlyLines {
         EarlyLines {
             cursor: Cursor::START,
+            retry_at: 0,
             checked: Vec::new(),
         }
     }
@@ -194,15 +204,24 @@ impl EarlyLines {
     /// Starts on a new body of `length` bytes (see [`is_worth_checking_early`]).
     pub fn begin(&mut self, length: usize) {
         self.finish();
-        // Lines are rarely shorter than 32 bytes: one reservation per request.
-        self.checked.reserve((length / 32).min(MAX_EARLY_LINES));
+        // All the room it may use, once per request.
+        self.checked
+            .reserve_exact((length / BYTES_PER_EARLY_LINE).min(MAX_EARLY_LINES));
     }
 
     /// Checks the points of `arrived` (the start of the body) not yet checked
     /// whose whole line has arrived.
+    ///
+    /// Linear in the body: a point still incomplete is looked at again only
+    /// once as many bytes as it had have arrived after it (so a long one costs
+    /// at most twice its length), and not at all past `MAX_PENDING_BYTES`.
     pub fn advance(&mut self, arrived: &[u8]) {
+        if arrived.len() < self.retry_at {
+            return;
+        }
+        let limit = (arrived.len() / BYTES_PER_EARLY_LINE).min(MAX_EARLY_LINES);
         let mut lines = Lines::resume(arrived, self.cursor);
-        while self.checked.len() < MAX_EARLY_LINES {
+        while self.checked.len() < limit {
             let Some((number, line)) = lines.next_complete() else {
                 break;
             };
@@ -211,11 +230,23 @@ impl EarlyLines {
                 .push(CheckedLine::new(number, start, line, parse_line(line)));
         }
         self.cursor = lines.cursor();
+        let pending = arrived.len() - self.cursor.position();
+        self.retry_at = if self.checked.len() >= MAX_EARLY_LINES || pending > MAX_PENDING_BYTES {
+            usize::MAX
+        } else {
+            arrived.len() + pending
+        };
+    }
+
+    /// Lines checked so far for the current body.
+    pub fn checked_lines(&self) -> usize {
+        self.checked.len()
     }
 
     /// Forgets the body, keeping room for the next within bounds.
     pub fn finish(&mut self) {
         self.cursor = Cursor::START;
+        self.retry_at = 0;
         if self.checked.capacity() > RETAINED_EARLY_LINES {
             self.checked = Vec::new();
         } else {
@@ -570,23 +601,80 @@ mod tests {
 
     #[test]
     fn lines_checked_while_the_body_arrived_are_written_as_if_checked_at_the_end() {
-        let r = router("_default_ = [\"a\"]\nmem = [\"b\"]");
+        let r = router("_default_ = [\"a\"]\nmem = [\"b\"]\n\"my cpu\" = [\"b\"]");
         // Good and bad lines, a comment and blanks, a string over two lines, an
         // escaped measurement, CRLF, a line without timestamp, none at the end.
         let body = "cpu v=1 1\nnot a line\n# c\n\nmem,h=x v=2\r\ncpu s=\"a\nb\" 3\n\
                     my\\ cpu v=4 4\nm,a=1,a=2 v=5\ncpu v=6";
         let whole = run(&r, body, Precision::Nanoseconds);
         assert_eq!((whole.0.accepted, whole.0.dropped), (5, 2));
+        assert!(whole
+            .1
+            .iter()
+            .any(|(_, lines)| lines.starts_with("mem,h=x v=2 ")));
+        assert!(whole
+            .1
+            .iter()
+            .any(|(_, lines)| lines.contains("my\\ cpu v=4 4\n")));
+        let bytes = body.as_bytes();
+        let check = |arrivals: &[usize]| {
+            let mut early = EarlyLines::new();
+            early.begin(body.len());
+            for &arrived in arrivals {
+                early.advance(&bytes[..arrived]);
+            }
+            let split = run_with(&r, body, Precision::Nanoseconds, Some(&early));
+            assert_eq!(split, whole, "arriving at {arrivals:?}");
+            early.checked_lines()
+        };
         for first in 0..=body.len() {
             for second in [first, (first + 17).min(body.len()), body.len()] {
-                let mut early = EarlyLines::new();
-                early.begin(body.len());
-                early.advance(&body.as_bytes()[..first]);
-                early.advance(&body.as_bytes()[..second]);
-                let split = run_with(&r, body, Precision::Nanoseconds, Some(&early));
-                assert_eq!(split, whole, "arriving at {first} and {second}");
+                check(&[first, second]);
             }
         }
+        // A byte at a time, and all at once.
+        let every: Vec<usize> = (0..=body.len()).collect();
+        assert!(check(&every) > 0, "lines were checked early");
+        assert!(check(&[body.len()]) > 0);
+    }
+
+    #[test]
+    fn early_checks_stay_bounded_by_what_arrived() {
+        let r = router("_default_ = [\"a\"]");
+        // Tiny lines: records are kept to one per 16 bytes arrived.
+        let tiny = format!("{}cpu v=1 1\n", "a\n".repeat(20_000));
+        let mut early = EarlyLines::new();
+        early.begin(tiny.len());
+        early.advance(tiny.as_bytes());
+        assert!(early.checked_lines() <= tiny.len() / 16);
+        let split = run_with(&r, &tiny, Precision::Nanoseconds, Some(&early));
+        assert_eq!(split, run(&r, &tiny, Precision::Nanoseconds));
+        assert_eq!((split.0.accepted, split.0.dropped), (1, 20_000));
+        // A point still open after MAX_PENDING_BYTES: checking stops there, and
+        // an open point is looked at again only once as much again has arrived.
+        let long = format!(
+            "cpu v=1 1\ncpu s=\"{}\" 2\ncpu v=3 3\n",
+            "x".repeat(100 << 10)
+        );
+        let mut early = EarlyLines::new();
+        early.begin(long.len());
+        early.advance(&long.as_bytes()[..20_000]);
+        assert_eq!(early.checked_lines(), 1);
+        let open = 20_000 - early.cursor.position();
+        assert_eq!(early.retry_at, 20_000 + open);
+        early.advance(&long.as_bytes()[..20_000 + open - 1]);
+        assert_eq!(early.cursor.position(), 10, "not looked at again yet");
+        early.advance(&long.as_bytes()[..80_000]);
+        assert_eq!(early.retry_at, usize::MAX);
+        early.advance(long.as_bytes());
+        assert_eq!(
+            early.checked_lines(),
+            1,
+            "the rest waits for the whole body"
+        );
+        let split = run_with(&r, &long, Precision::Nanoseconds, Some(&early));
+        assert_eq!(split.0.accepted, 3);
+        assert_eq!(split, run(&r, &long, Precision::Nanoseconds));
     }
 
     #[test]

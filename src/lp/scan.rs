@@ -67,6 +67,11 @@ pub struct Cursor {
 impl Cursor {
     /// The start of a body.
     pub const START: Cursor = Cursor { pos: 0, line: 1 };
+
+    /// The offset in the body of the next physical line.
+    pub fn position(self) -> usize {
+        self.pos
+    }
 }
 
 /// One physical line, or one point spanning several, at a [`Lines`] position.

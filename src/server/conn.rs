@@ -7,6 +7,7 @@
 //! `buf` for the next round.
 
 use std::io;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use monoio::buf::IoBufMut;
@@ -97,7 +98,7 @@ pub async fn serve(stream: TcpStream, worker: &Worker) {
         // Latency is measured from a complete head to the answer sent.
         let started = Instant::now();
         let check_early = checks_lines_early(&head, &conn.buf);
-        let body_end = match conn
+        let body_end = conn
             .read_body(
                 &head,
                 server.read_timeout,
@@ -105,8 +106,14 @@ pub async fn serve(stream: TcpStream, worker: &Worker) {
                 max_body_bytes,
                 check_early,
             )
-            .await
-        {
+            .await;
+        if check_early {
+            worker
+                .stats
+                .lines_checked_early
+                .fetch_add(conn.early.checked_lines() as u64, Ordering::Relaxed);
+        }
+        let body_end = match body_end {
             Ok(end) => end,
             Err(Some(e)) => return conn.fail(&e).await,
             Err(None) => return,
