@@ -115,7 +115,6 @@ fn whole_ingest(c: &mut Criterion) {
                     &mut scratch,
                     &target,
                     body,
-                    None,
                     SystemTime::now(),
                 );
                 assert_eq!(report.accepted, scenario.lines);

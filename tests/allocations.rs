@@ -9,7 +9,7 @@ use std::cell::Cell;
 use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
-use fluxgate::api::write::{ingest, EarlyLines};
+use fluxgate::api::write::ingest;
 use fluxgate::batch::{Batcher, Target};
 use fluxgate::batch_body::BODY_COUNTS;
 use fluxgate::config::Config;
@@ -101,7 +101,7 @@ fn allocations_per_request_do_not_grow_with_the_number_of_lines() {
     let mut batcher = Batcher::new(router.set_count(), 64 << 20);
     let mut scratch = Vec::with_capacity(64);
     let (small, large) = (body(100), body(20_000));
-    let mut run = |body: &[u8], lines: usize, early: Option<&EarlyLines>| {
+    let mut run = |body: &[u8], lines: usize| {
         allocations_during(|| {
             let report = ingest(
                 &router,
@@ -109,31 +109,18 @@ fn allocations_per_request_do_not_grow_with_the_number_of_lines() {
                 &mut scratch,
                 &target,
                 body,
-                early,
                 SystemTime::now(),
             );
             assert_eq!(report.accepted, lines);
         })
     };
     // Warm up: the first request creates the open batches of each set.
-    run(&small, 100, None);
-    let for_small = run(&small, 100, None);
-    let for_large = run(&large, 20_000, None);
+    run(&small, 100);
+    let for_small = run(&small, 100);
+    let for_large = run(&large, 20_000);
     assert_eq!(
         for_small, for_large,
         "allocations grew with the body: {for_small} for 100 lines, {for_large} for 20000"
-    );
-    // Lines checked while the body arrived (their room is the connection's,
-    // reserved once per request before `ingest`) cost nothing more: the same
-    // request again, without and with them, allocates alike.
-    let mut early = EarlyLines::new();
-    early.begin(large.len());
-    early.advance(&large[..large.len() * 3 / 4]);
-    let for_large_again = run(&large, 20_000, None);
-    let for_large_early = run(&large, 20_000, Some(&early));
-    assert_eq!(
-        for_large_again, for_large_early,
-        "{for_large_again} allocations for 20000 lines, {for_large_early} for them checked early"
     );
     // What a warm request may allocate: one reservation per backend set it
     // writes to, sized for its whole body (so that small writes to many

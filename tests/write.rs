@@ -284,8 +284,8 @@ fn a_large_body_cut_short_writes_nothing() {
             "_default_ = [\"a\", \"b\"]",
         ),
     );
-    // Thousands of whole lines arrive, and are checked as they do, but the
-    // body never completes: none of them may be written.
+    // Thousands of whole lines arrive, but the body never completes: none of
+    // them may be written.
     let body: String = (0..20_000)
         .map(|i| format!("cut,host=h{} v={i} {}\n", i % 100, 1_000_000 + i))
         .collect();
@@ -312,9 +312,6 @@ fn a_large_body_cut_short_writes_nothing() {
     }
     let metrics = http::get(&proxy.url("/metrics")).body;
     assert_eq!(metric(&metrics, "fluxgate_lines_received_total"), Some(1.0));
-    // The lines were checked as they arrived, and still written nowhere.
-    let early = metric(&metrics, "fluxgate_lines_checked_early_total").unwrap();
-    assert!(early > 1000.0, "{early} lines checked early");
 }
 
 #[test]

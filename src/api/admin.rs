@@ -61,11 +61,6 @@ pub fn metrics(worker: &Worker) -> Response {
             worker_sum(|w| w.lines_invalid.load(Ordering::Relaxed)),
         ),
         (
-            "fluxgate_lines_checked_early_total",
-            "Lines of large plain write bodies validated while the rest of the body was still arriving.",
-            worker_sum(|w| w.lines_checked_early.load(Ordering::Relaxed)),
-        ),
-        (
             "fluxgate_bytes_received_total",
             "Write body bytes as received (compressed when sent gzip).",
             worker_sum(|w| w.bytes_received.load(Ordering::Relaxed)),

@@ -33,15 +33,8 @@ pub fn backend_authorization(
 }
 
 /// Routes one request to its handler. `buf` holds the head; `body` is the
-/// request body as received (still compressed if it was sent gzip); `early`,
-/// for a write, the lines checked while it arrived.
-pub async fn handle(
-    worker: &Worker,
-    head: &Head,
-    buf: &[u8],
-    body: &[u8],
-    early: Option<&write::EarlyLines>,
-) -> Response {
+/// request body as received (still compressed if it was sent gzip).
+pub async fn handle(worker: &Worker, head: &Head, buf: &[u8], body: &[u8]) -> Response {
     // Requests that start after a reload see its config.
     worker.follow_reloads();
     let path = head.path(buf);
@@ -58,7 +51,7 @@ pub async fn handle(
     };
     match (head.method, path) {
         (Method::Get | Method::Head, "/ping") => ping::ping(head.query(buf)),
-        (Method::Post, "/write") => write::write(worker, &generation, head, buf, body, early).await,
+        (Method::Post, "/write") => write::write(worker, &generation, head, buf, body).await,
         // Without credentials only pass or fail: backend details are for users.
         (Method::Get | Method::Head, "/health") => {
             ping::health(worker, !generation.users.is_enabled() || identity.is_some())

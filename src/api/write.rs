@@ -18,9 +18,9 @@ use crate::batch::{Batch, Batcher, Target};
 use crate::config::AckMode;
 use crate::error::ApiError;
 use crate::generation::Generation;
-use crate::lp::line::{parse_line, unescape_measurement, Line, LineError};
+use crate::lp::line::{parse_line, unescape_measurement};
 use crate::lp::precision::Precision;
-use crate::lp::scan::{Cursor, Lines};
+use crate::lp::scan::scan_lines;
 use crate::route::{Router, SetId};
 use crate::server::request::Head;
 use crate::server::response::Response;
@@ -98,179 +98,15 @@ impl WriteParams {
     }
 }
 
-/// Lines of a write body checked while the rest of it is still arriving, so
-/// that checking overlaps receiving and [`ingest`] only routes and batches
-/// them. Nothing is batched early: a body that never arrives whole writes
-/// nothing. Kept per connection.
-#[derive(Debug)]
-pub struct EarlyLines {
-    /// Where checking stopped: the first point not wholly arrived.
-    cursor: Cursor,
-    /// Body bytes to wait for before looking at that point again (`usize::MAX`:
-    /// the rest waits for the whole body).
-    retry_at: usize,
-    checked: Vec<CheckedLine>,
-}
-
-/// A line checked early: where it is and what `parse_line` said, in 20 bytes
-/// (a connection may hold thousands). An invalid line is parsed again, at
-/// the end, for its error.
-#[derive(Debug, Clone, Copy)]
-struct CheckedLine {
-    number: u32,
-    start: u32,
-    len: u32,
-    measurement_end: u32,
-    flags: u8,
-}
-
-const VALID: u8 = 1;
-const MEASUREMENT_ESCAPED: u8 = 2;
-const HAS_TIMESTAMP: u8 = 4;
-
-impl CheckedLine {
-    fn new(number: usize, start: usize, line: &[u8], parsed: Result<Line, LineError>) -> Self {
-        let (measurement_end, flags) = match parsed {
-            Ok(parsed) => (
-                parsed.measurement_end,
-                VALID
-                    | if parsed.measurement_escaped {
-                        MEASUREMENT_ESCAPED
-                    } else {
-                        0
-                    }
-                    | if parsed.has_timestamp {
-                        HAS_TIMESTAMP
-                    } else {
-                        0
-                    },
-            ),
-            Err(_) => (0, 0),
-        };
-        // Bodies checked early are under 4 GiB (`is_worth_checking_early`).
-        CheckedLine {
-            number: number as u32,
-            start: start as u32,
-            len: line.len() as u32,
-            measurement_end: measurement_end as u32,
-            flags,
-        }
-    }
-
-    fn line<'b>(&self, body: &'b [u8]) -> &'b [u8] {
-        &body[self.start as usize..][..self.len as usize]
-    }
-
-    fn parsed(&self, line: &[u8]) -> Result<Line, LineError> {
-        if self.flags & VALID == 0 {
-            return parse_line(line);
-        }
-        Ok(Line {
-            measurement_end: self.measurement_end as usize,
-            measurement_escaped: self.flags & MEASUREMENT_ESCAPED != 0,
-            has_timestamp: self.flags & HAS_TIMESTAMP != 0,
-        })
-    }
-}
-
-/// Bodies smaller than this arrive in one or two reads: nothing to overlap.
-const MIN_EARLY_BODY_BYTES: usize = 64 << 10;
-/// Lines checked early per request, at most, and per 16 bytes arrived (so
-/// that records of tiny lines take little more room than the lines); later
-/// lines wait for the whole body. Bounds what a connection holds for them
-/// (20 bytes a line, 320 KiB).
-const MAX_EARLY_LINES: usize = 16 << 10;
-const BYTES_PER_EARLY_LINE: usize = 16;
-/// A point not complete after this many bytes waits for the whole body: it
-/// is long, and looking at it on every read would cost more than it saves.
-const MAX_PENDING_BYTES: usize = 64 << 10;
-/// Early checks a connection keeps room for between requests.
-const RETAINED_EARLY_LINES: usize = 4 << 10;
-
-/// Whether a write body of `length` bytes is checked while it arrives.
-pub fn is_worth_checking_early(length: usize) -> bool {
-    (MIN_EARLY_BODY_BYTES..=u32::MAX as usize).contains(&length)
-}
-
-impl EarlyLines {
-    pub const fn new() -> EarlyLines {
-        EarlyLines {
-            cursor: Cursor::START,
-            retry_at: 0,
-            checked: Vec::new(),
-        }
-    }
-
-    /// Starts on a new body of `length` bytes (see [`is_worth_checking_early`]).
-    pub fn begin(&mut self, length: usize) {
-        self.finish();
-        // All the room it may use, once per request.
-        self.checked
-            .reserve_exact((length / BYTES_PER_EARLY_LINE).min(MAX_EARLY_LINES));
-    }
-
-    /// Checks the points of `arrived` (the start of the body) not yet checked
-    /// whose whole line has arrived.
-    ///
-    /// Linear in the body: a point still incomplete is looked at again only
-    /// once as many bytes as it had have arrived after it (so a long one costs
-    /// at most twice its length), and not at all past `MAX_PENDING_BYTES`.
-    pub fn advance(&mut self, arrived: &[u8]) {
-        if arrived.len() < self.retry_at {
-            return;
-        }
-        let limit = (arrived.len() / BYTES_PER_EARLY_LINE).min(MAX_EARLY_LINES);
-        let mut lines = Lines::resume(arrived, self.cursor);
-        while self.checked.len() < limit {
-            let Some((number, line)) = lines.next_complete() else {
-                break;
-            };
-            let start = line.as_ptr() as usize - arrived.as_ptr() as usize;
-            self.checked
-                .push(CheckedLine::new(number, start, line, parse_line(line)));
-        }
-        self.cursor = lines.cursor();
-        let pending = arrived.len() - self.cursor.position();
-        self.retry_at = if self.checked.len() >= MAX_EARLY_LINES || pending > MAX_PENDING_BYTES {
-            usize::MAX
-        } else {
-            arrived.len() + pending
-        };
-    }
-
-    /// Lines checked so far for the current body.
-    pub fn checked_lines(&self) -> usize {
-        self.checked.len()
-    }
-
-    /// Forgets the body, keeping room for the next within bounds.
-    pub fn finish(&mut self) {
-        self.cursor = Cursor::START;
-        self.retry_at = 0;
-        if self.checked.capacity() > RETAINED_EARLY_LINES {
-            self.checked = Vec::new();
-        } else {
-            self.checked.clear();
-        }
-    }
-}
-
-impl Default for EarlyLines {
-    fn default() -> Self {
-        EarlyLines::new()
-    }
-}
-
-/// Handles `POST /write`. `early` holds the lines checked while the body arrived.
+/// Handles `POST /write`.
 pub async fn write(
     worker: &Worker,
     generation: &Generation,
     head: &Head,
     buf: &[u8],
     body: &[u8],
-    early: Option<&EarlyLines>,
 ) -> Response {
-    match try_write(worker, generation, head, buf, body, early).await {
+    match try_write(worker, generation, head, buf, body).await {
         Ok(()) => Response::no_content(),
         Err(e) => e.response(),
     }
@@ -285,7 +121,6 @@ async fn try_write(
     head: &Head,
     buf: &[u8],
     body: &[u8],
-    early: Option<&EarlyLines>,
 ) -> Result<(), ApiError> {
     let mut params = WriteParams::parse(head.query(buf), head.authorization(buf))?;
     if generation.users.is_enabled() {
@@ -308,15 +143,15 @@ async fn try_write(
             measurement,
             ..
         } = state;
-        let (body, early) = if head.gzip {
+        let body = if head.gzip {
             gunzip.decompress(
                 body,
                 decompressed,
                 generation.config.server.max_decompressed_bytes.as_usize(),
             )?;
-            (&decompressed[..], None)
+            &decompressed[..]
         } else {
-            (body, early)
+            body
         };
         let report = ingest(
             &generation.router,
@@ -324,7 +159,6 @@ async fn try_write(
             measurement,
             &params.target(),
             body,
-            early,
             received,
         );
         let stats = &worker.stats;
@@ -439,15 +273,13 @@ impl IngestReport {
 
 /// Scans, validates and routes every line of `body`, appending the good ones to
 /// their batches with `received` as the timestamp of lines that have none.
-/// Lines in `early` (checked while `body` arrived) are not scanned or
-/// validated again. `scratch` holds unescaped measurement names.
-pub fn ingest<'b>(
+/// `scratch` holds unescaped measurement names.
+pub fn ingest(
     router: &Router,
     batcher: &mut Batcher,
     scratch: &mut Vec<u8>,
     target: &Target<'_>,
-    body: &'b [u8],
-    early: Option<&EarlyLines>,
+    body: &[u8],
     received: SystemTime,
 ) -> IngestReport {
     let mut report = IngestReport::default();
@@ -465,14 +297,14 @@ pub fn ingest<'b>(
     let max_line_bytes = batcher.max_line_bytes();
     // Consecutive lines nearly always share a measurement: route it once.
     let mut last_route: Option<(&[u8], Option<SetId>)> = None;
-    let mut take = |line_number: usize, line: &'b [u8], parsed: Result<Line, LineError>| {
-        let parsed = match parsed {
+    for (line_number, line) in scan_lines(body) {
+        let parsed = match parse_line(line) {
             Ok(parsed) => parsed,
             Err(reason) => {
                 report.reject(line_number, |out| {
                     let _ = write!(out, "unable to parse '{}': {reason}", Quoted(line));
                 });
-                return;
+                continue;
             }
         };
         if line.len() + suffix.len() + 1 > max_line_bytes {
@@ -483,7 +315,7 @@ pub fn ingest<'b>(
                     Quoted(line)
                 );
             });
-            return;
+            continue;
         }
         let raw_measurement = &line[..parsed.measurement_end];
         let set = match last_route {
@@ -508,22 +340,11 @@ pub fn ingest<'b>(
                     Quoted(raw_measurement)
                 );
             });
-            return;
+            continue;
         };
         let line_suffix: &[u8] = if parsed.has_timestamp { b"" } else { suffix };
         batcher.append(set, target, line, line_suffix, now);
         report.accepted += 1;
-    };
-    let mut cursor = Cursor::START;
-    if let Some(early) = early {
-        for checked in &early.checked {
-            let line = checked.line(body);
-            take(checked.number as usize, line, checked.parsed(line));
-        }
-        cursor = early.cursor;
-    }
-    for (line_number, line) in Lines::resume(body, cursor) {
-        take(line_number, line, parse_line(line));
     }
     report
 }
@@ -564,15 +385,6 @@ mod tests {
         body: &str,
         precision: Precision,
     ) -> (IngestReport, Vec<(u32, String)>) {
-        run_with(router, body, precision, None)
-    }
-
-    fn run_with(
-        router: &Router,
-        body: &str,
-        precision: Precision,
-        early: Option<&EarlyLines>,
-    ) -> (IngestReport, Vec<(u32, String)>) {
         let mut batcher = Batcher::new(router.set_count(), 1 << 20);
         let target = Target {
             db: "db",
@@ -588,7 +400,6 @@ mod tests {
             &mut scratch,
             &target,
             body.as_bytes(),
-            early,
             received,
         );
         batcher.flush_all();
@@ -597,84 +408,6 @@ mod tests {
             .map(|(set, batch)| (set.0, String::from_utf8(batch.body.to_vec()).unwrap()))
             .collect();
         (report, batches)
-    }
-
-    #[test]
-    fn lines_checked_while_the_body_arrived_are_written_as_if_checked_at_the_end() {
-        let r = router("_default_ = [\"a\"]\nmem = [\"b\"]\n\"my cpu\" = [\"b\"]");
-        // Good and bad lines, a comment and blanks, a string over two lines, an
-        // escaped measurement, CRLF, a line without timestamp, none at the end.
-        let body = "cpu v=1 1\nnot a line\n# c\n\nmem,h=x v=2\r\ncpu s=\"a\nb\" 3\n\
-                    my\\ cpu v=4 4\nm,a=1,a=2 v=5\ncpu v=6";
-        let whole = run(&r, body, Precision::Nanoseconds);
-        assert_eq!((whole.0.accepted, whole.0.dropped), (5, 2));
-        assert!(whole
-            .1
-            .iter()
-            .any(|(_, lines)| lines.starts_with("mem,h=x v=2 ")));
-        assert!(whole
-            .1
-            .iter()
-            .any(|(_, lines)| lines.contains("my\\ cpu v=4 4\n")));
-        let bytes = body.as_bytes();
-        let check = |arrivals: &[usize]| {
-            let mut early = EarlyLines::new();
-            early.begin(body.len());
-            for &arrived in arrivals {
-                early.advance(&bytes[..arrived]);
-            }
-            let split = run_with(&r, body, Precision::Nanoseconds, Some(&early));
-            assert_eq!(split, whole, "arriving at {arrivals:?}");
-            early.checked_lines()
-        };
-        for first in 0..=body.len() {
-            for second in [first, (first + 17).min(body.len()), body.len()] {
-                check(&[first, second]);
-            }
-        }
-        // A byte at a time, and all at once.
-        let every: Vec<usize> = (0..=body.len()).collect();
-        assert!(check(&every) > 0, "lines were checked early");
-        assert!(check(&[body.len()]) > 0);
-    }
-
-    #[test]
-    fn early_checks_stay_bounded_by_what_arrived() {
-        let r = router("_default_ = [\"a\"]");
-        // Tiny lines: records are kept to one per 16 bytes arrived.
-        let tiny = format!("{}cpu v=1 1\n", "a\n".repeat(20_000));
-        let mut early = EarlyLines::new();
-        early.begin(tiny.len());
-        early.advance(tiny.as_bytes());
-        assert!(early.checked_lines() <= tiny.len() / 16);
-        let split = run_with(&r, &tiny, Precision::Nanoseconds, Some(&early));
-        assert_eq!(split, run(&r, &tiny, Precision::Nanoseconds));
-        assert_eq!((split.0.accepted, split.0.dropped), (1, 20_000));
-        // A point still open after MAX_PENDING_BYTES: checking stops there, and
-        // an open point is looked at again only once as much again has arrived.
-        let long = format!(
-            "cpu v=1 1\ncpu s=\"{}\" 2\ncpu v=3 3\n",
-            "x".repeat(100 << 10)
-        );
-        let mut early = EarlyLines::new();
-        early.begin(long.len());
-        early.advance(&long.as_bytes()[..20_000]);
-        assert_eq!(early.checked_lines(), 1);
-        let open = 20_000 - early.cursor.position();
-        assert_eq!(early.retry_at, 20_000 + open);
-        early.advance(&long.as_bytes()[..20_000 + open - 1]);
-        assert_eq!(early.cursor.position(), 10, "not looked at again yet");
-        early.advance(&long.as_bytes()[..80_000]);
-        assert_eq!(early.retry_at, usize::MAX);
-        early.advance(long.as_bytes());
-        assert_eq!(
-            early.checked_lines(),
-            1,
-            "the rest waits for the whole body"
-        );
-        let split = run_with(&r, &long, Precision::Nanoseconds, Some(&early));
-        assert_eq!(split.0.accepted, 3);
-        assert_eq!(split, run(&r, &long, Precision::Nanoseconds));
     }
 
     #[test]
@@ -780,7 +513,6 @@ mod tests {
             &mut Vec::new(),
             &target,
             body.as_bytes(),
-            None,
             SystemTime::now(),
         );
         assert_eq!((report.accepted, report.dropped), (2, 1));

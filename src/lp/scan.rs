@@ -56,109 +56,32 @@ pub struct Lines<'a> {
     line: usize,
 }
 
-/// Where a [`Lines`] is in its body: the next physical line and its number.
-/// Taken over the part of a body that has arrived, it resumes over the whole.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cursor {
-    pos: usize,
-    line: usize,
-}
-
-impl Cursor {
-    /// The start of a body.
-    pub const START: Cursor = Cursor { pos: 0, line: 1 };
-
-    /// The offset in the body of the next physical line.
-    pub fn position(self) -> usize {
-        self.pos
-    }
-}
-
-/// One physical line, or one point spanning several, at a [`Lines`] position.
-struct Step<'a> {
-    /// The index of its terminating `\n` in the rest of the body, or the rest's
-    /// length when it runs to the end.
-    end: usize,
-    /// Newlines inside it before `end`.
-    spanned: usize,
-    /// The point, or `None` for a comment or a blank line.
-    point: Option<&'a [u8]>,
-}
-
-impl<'a> Lines<'a> {
-    /// Resumes over `body` where a scan of the start of the same body left off.
-    pub fn resume(body: &'a [u8], cursor: Cursor) -> Lines<'a> {
-        Lines {
-            body,
-            pos: cursor.pos.min(body.len()),
-            line: cursor.line,
-        }
-    }
-
-    pub fn cursor(&self) -> Cursor {
-        Cursor {
-            pos: self.pos,
-            line: self.line,
-        }
-    }
-
-    /// [`Iterator::next`] for the part of a body that has arrived so far: yields
-    /// only points whose terminating newline is in it, the ones the whole body
-    /// would yield there, and stops before the first that may run on.
-    pub fn next_complete(&mut self) -> Option<(usize, &'a [u8])> {
-        while self.pos < self.body.len() {
-            let step = self.step();
-            if step.end == self.body.len() - self.pos {
-                return None;
-            }
-            if let Some(point) = self.advance(&step) {
-                return Some(point);
-            }
-        }
-        None
-    }
-
-    fn step(&self) -> Step<'a> {
-        let rest = &self.body[self.pos..];
-        let lead = rest
-            .iter()
-            .position(|&b| !matches!(b, b' ' | b'\t' | 0))
-            .unwrap_or(rest.len());
-        if rest.get(lead) == Some(&b'#') {
-            let end = memchr(b'\n', rest).unwrap_or(rest.len());
-            return Step {
-                end,
-                spanned: 0,
-                point: None,
-            };
-        }
-        let (end, spanned) = point_end(rest);
-        let point = trim_end(&rest[lead.min(end)..end]);
-        Step {
-            end,
-            spanned,
-            point: (!point.is_empty()).then_some(point),
-        }
-    }
-
-    /// Moves past `step` (and its newline); returns its point with its number.
-    fn advance(&mut self, step: &Step<'a>) -> Option<(usize, &'a [u8])> {
-        let number = self.line;
-        // Skip the terminating newline too; `end` may be the rest's length.
-        self.pos = (self.pos + step.end + 1).min(self.body.len());
-        self.line += 1 + step.spanned;
-        step.point.map(|point| (number, point))
-    }
-}
-
 impl<'a> Iterator for Lines<'a> {
     type Item = (usize, &'a [u8]);
 
     fn next(&mut self) -> Option<Self::Item> {
         while self.pos < self.body.len() {
-            let step = self.step();
-            if let Some(point) = self.advance(&step) {
-                return Some(point);
+            let rest = &self.body[self.pos..];
+            let number = self.line;
+            let lead = rest
+                .iter()
+                .position(|&b| !matches!(b, b' ' | b'\t' | 0))
+                .unwrap_or(rest.len());
+            let comment = rest.get(lead) == Some(&b'#');
+            let (end, spanned) = if comment {
+                (memchr(b'\n', rest).unwrap_or(rest.len()), 0)
+            } else {
+                point_end(rest)
+            };
+            // Skip the terminating newline too; `end` may be `rest.len()`.
+            self.pos += (end + 1).min(rest.len());
+            self.line += 1 + spanned;
+            if comment {
+                continue;
+            }
+            let point = trim_end(&rest[lead.min(end)..end]);
+            if !point.is_empty() {
+                return Some((number, point));
             }
         }
         None
@@ -344,50 +267,6 @@ mod tests {
         case("a f=1\\", &[(1, "a f=1\\")]);
         case("\\", &[(1, "\\")]);
         case("a s=\"\\", &[(1, "a s=\"\\")]);
-    }
-
-    /// Bodies whose points end in every way: plain, blank and comment lines,
-    /// CRLF, strings over several lines, escaped newlines, open quotes.
-    const RAGGED: [&str; 8] = [
-        "a f=1\nb f=2\n\n  \n# c\nc f=3",
-        "a s=\"x\ny\" 1\nb f=2\r\n# \"\nc f=3\n",
-        "x f=1\na s=\"open\nb f=2\nc f=3\n",
-        "a s=\"open\nb\" f=2\nc f=3",
-        "a f=1\\\nb f=2\nc f=3\\",
-        "a s=\"x\\\"\ny\"\nb f=2\n\t\n",
-        "\n\n# only\n#",
-        "a f=1,s=\"1\n2\",t=\"4\n5\"\nb f=2\n  c f=3  \n",
-    ];
-
-    #[test]
-    fn a_body_scanned_as_it_arrives_gives_the_points_of_the_whole() {
-        for body in RAGGED {
-            let body = body.as_bytes();
-            let whole: Vec<_> = scan_lines(body).collect();
-            // Arriving in two parts, then complete: the points taken early, then
-            // the rest from where they stopped, are the points of the whole.
-            for first in 0..=body.len() {
-                for second in first..=body.len() {
-                    let mut early = Vec::new();
-                    let mut cursor = Cursor::START;
-                    for arrived in [first, second] {
-                        let mut lines = Lines::resume(&body[..arrived], cursor);
-                        early.extend(std::iter::from_fn(|| lines.next_complete()));
-                        cursor = lines.cursor();
-                    }
-                    let all: Vec<_> = early
-                        .iter()
-                        .copied()
-                        .chain(Lines::resume(body, cursor))
-                        .collect();
-                    assert_eq!(all, whole, "{body:?} arriving at {first} and {second}");
-                }
-            }
-            // Complete, every point but one that may run on is taken early.
-            let mut lines = Lines::resume(body, Cursor::START);
-            let early = std::iter::from_fn(|| lines.next_complete()).count();
-            assert!(whole.len() - early <= 1, "{body:?}");
-        }
     }
 
     #[test]

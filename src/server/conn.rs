@@ -7,7 +7,6 @@
 //! `buf` for the next round.
 
 use std::io;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use monoio::buf::IoBufMut;
@@ -18,7 +17,6 @@ use super::request::{parse_head, Framing, Head, Method};
 use super::response::{Body, CONTINUE};
 use super::worker::Worker;
 use crate::api;
-use crate::api::write::{is_worth_checking_early, EarlyLines};
 use crate::chunked::ChunkedDecoder;
 use crate::error::ApiError;
 use crate::query::backend::{BodyReader, ConnectionPool, Framing as AnswerFraming, OpenAnswer};
@@ -47,8 +45,6 @@ struct Conn {
     stream: TcpStream,
     buf: Vec<u8>,
     body: Vec<u8>,
-    /// Lines of the current write body checked while it arrives.
-    early: EarlyLines,
     out: Vec<u8>,
     /// Longest wait for the client to take bytes we write (`server.read_timeout`):
     /// a client that stops reading cannot pin the connection.
@@ -64,7 +60,6 @@ pub async fn serve(stream: TcpStream, worker: &Worker) {
         stream,
         buf: Vec::with_capacity(INITIAL_BUFFER_BYTES),
         body: Vec::new(),
-        early: EarlyLines::new(),
         out: Vec::with_capacity(1024),
         write_timeout: server.read_timeout,
     };
@@ -97,23 +92,10 @@ pub async fn serve(stream: TcpStream, worker: &Worker) {
 
         // Latency is measured from a complete head to the answer sent.
         let started = Instant::now();
-        let check_early = checks_lines_early(&head, &conn.buf);
-        let body_end = conn
-            .read_body(
-                &head,
-                server.read_timeout,
-                deadline,
-                max_body_bytes,
-                check_early,
-            )
-            .await;
-        if check_early {
-            worker
-                .stats
-                .lines_checked_early
-                .fetch_add(conn.early.checked_lines() as u64, Ordering::Relaxed);
-        }
-        let body_end = match body_end {
+        let body_end = match conn
+            .read_body(&head, server.read_timeout, deadline, max_body_bytes)
+            .await
+        {
             Ok(end) => end,
             Err(Some(e)) => return conn.fail(&e).await,
             Err(None) => return,
@@ -123,9 +105,7 @@ pub async fn serve(stream: TcpStream, worker: &Worker) {
             Framing::Chunked => &conn.body,
             _ => &conn.buf[head.len..body_end],
         };
-        let early = check_early.then_some(&conn.early);
-        let response = api::handle(worker, &head, &conn.buf, body, early).await;
-        conn.early.finish();
+        let response = api::handle(worker, &head, &conn.buf, body).await;
 
         let keep_alive =
             head.keep_alive && response.keeps_connection() && !worker.stopping.is_fired();
@@ -152,15 +132,6 @@ pub async fn serve(stream: TcpStream, worker: &Worker) {
         }
         conn.consume(body_end);
     }
-}
-
-/// Whether the lines of this request's body are checked as they arrive: a
-/// plain write body large enough to arrive over several reads.
-fn checks_lines_early(head: &Head, buf: &[u8]) -> bool {
-    head.method == Method::Post
-        && !head.gzip
-        && matches!(head.framing, Framing::Length(length) if is_worth_checking_early(length))
-        && head.path(buf) == "/write"
 }
 
 /// How long to wait for the next bytes: `read_timeout`, or less when the
@@ -208,8 +179,7 @@ impl Conn {
 
     /// Reads the body announced by `head`. Returns the end of the request in
     /// `buf` (head plus Content-Length body; only the head for chunked bodies,
-    /// whose decoded bytes are in `self.body`). With `check_early`, the lines
-    /// of a Content-Length body are checked as they arrive (`self.early`).
+    /// whose decoded bytes are in `self.body`).
     /// `Err(None)` means the connection ended without anything left to answer.
     async fn read_body(
         &mut self,
@@ -217,7 +187,6 @@ impl Conn {
         wait: Duration,
         deadline: Instant,
         max_body_bytes: usize,
-        check_early: bool,
     ) -> Result<usize, Option<ApiError>> {
         let sent_continue =
             head.expect_continue && head.framing != Framing::None && self.buf.len() == head.len;
@@ -233,15 +202,8 @@ impl Conn {
                 // Allocate only for bytes that are coming: the length was checked
                 // against max_body_bytes when the head was parsed.
                 self.buf.reserve(end.saturating_sub(self.buf.len()));
-                if check_early {
-                    self.early.begin(length);
-                }
                 while self.buf.len() < end {
                     self.read_body_bytes(until(deadline, wait)).await?;
-                    if check_early {
-                        self.early
-                            .advance(&self.buf[head.len..self.buf.len().min(end)]);
-                    }
                 }
                 Ok(end)
             }

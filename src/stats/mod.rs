@@ -95,8 +95,6 @@ pub struct WorkerStats {
     pub lines_invalid: AtomicU64,
     /// Write body bytes as received (compressed if sent gzip).
     pub bytes_received: AtomicU64,
-    /// Lines checked while their body was still arriving.
-    pub lines_checked_early: AtomicU64,
 }
 
 impl Default for WorkerStats {
@@ -105,7 +103,6 @@ impl Default for WorkerStats {
             requests: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
             latency: std::array::from_fn(|_| LatencyHistogram::new()),
             lines_received: AtomicU64::new(0),
-            lines_checked_early: AtomicU64::new(0),
             lines_invalid: AtomicU64::new(0),
             bytes_received: AtomicU64::new(0),
         }
