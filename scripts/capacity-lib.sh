@@ -69,3 +69,13 @@ thread_cpu_seconds() { # pid name-prefix
     awk -v hz="$(getconf CLK_TCK)" -v name="($2" \
       'index($2, name) == 1 { t += $14 + $15 } END { printf "%.2f", t / hz }'
 }
+
+# Sets $builds to the absolute paths of the fluxgate executables named in "$@"
+# (relative to where the script was started); call before changing directory.
+resolve_builds() {
+  builds=()
+  for build in "$@"; do
+    [ -x "$build" ] || { echo "not an executable: $build" >&2; exit 2; }
+    builds+=("$(realpath -e "$build")")
+  done
+}

@@ -13,14 +13,11 @@
 #   (cd /tmp/old && CARGO_TARGET_DIR=/tmp/old-target cargo build --release --bin fluxgate)
 set -euo pipefail
 [ $# -ge 2 ] || { sed -n '2,13p' "$0"; exit 2; }
-builds=()
-for build in "$1" "$2"; do
-  [ -x "$build" ] || { echo "not an executable: $build" >&2; exit 2; }
-  builds+=("$(realpath -e "$build")")
-done
-cd "$(dirname "$0")/.."
-. scripts/lib.sh
-. scripts/capacity-lib.sh
+here=$(dirname "$0")
+. "$here/lib.sh"
+. "$here/capacity-lib.sh"
+resolve_builds "$1" "$2"
+cd "$here/.."
 
 seconds=${3:-10}
 rounds=${4:-3}

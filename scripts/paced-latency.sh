@@ -2,25 +2,23 @@
 # Latency of a write whose body arrives over time, as over a real link: one
 # client sends 5000-line cpu bodies in 64 KiB pieces, one piece every
 # PACE_US microseconds (200 by default: about 2.6 Gbit/s), and measures the
-# time from its last byte to the answer. fluxgate (ack = "accepted") checks
-# lines while a body arrives, so that time is what is left after the last
-# piece, not the whole body's validation. On loopback at full speed (what
-# capacity.sh measures) a body is in the socket before fluxgate reads it, and
-# there is nothing to overlap.
+# time from its last byte to the answer (fluxgate with ack = "accepted"). A
+# proxy that validates lines while a body arrives answers sooner here; on
+# loopback at full speed (what capacity.sh measures) a body is in the socket
+# before fluxgate reads it, and there is nothing to overlap. tuning.md has
+# the figures of such a build against this release.
 #
 #   scripts/paced-latency.sh [FLUXGATE ...]     (default target/release/fluxgate)
 #   ROUNDS=200 PACE_US=200 scripts/paced-latency.sh OLD NEW
 #
 # With several builds, each is measured twice, alternating.
 set -euo pipefail
-builds=()
-for build in "${@:-target/release/fluxgate}"; do
-  [ -x "$build" ] || { echo "not an executable: $build" >&2; exit 2; }
-  builds+=("$(realpath -e "$build")")
-done
-cd "$(dirname "$0")/.."
-. scripts/lib.sh
-. scripts/capacity-lib.sh
+here=$(dirname "$0")
+. "$here/lib.sh"
+. "$here/capacity-lib.sh"
+[ $# -gt 0 ] || set -- "$here/../target/release/fluxgate"
+resolve_builds "$@"
+cd "$here/.."
 
 rounds=${ROUNDS:-200}
 pace_us=${PACE_US:-200}
