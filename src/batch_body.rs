@@ -42,7 +42,7 @@ pub struct BodyCounts {
     pub reused: AtomicU64,
     /// Mapped bodies newly mapped (the pool had none): each page faults once.
     pub mapped: AtomicU64,
-    /// Bodies lent to a socket (once per backend that was sent one).
+    /// Bodies lent to a socket (once per backend and attempt).
     pub lent: AtomicU64,
     /// Lent bodies unmapped instead of reused, as the kernel might still read them.
     pub held_back: AtomicU64,
@@ -97,8 +97,8 @@ impl BatchBody {
     ) -> BatchBody {
         let expected = expected.min(capacity);
         if expected >= MIN_LENT_BYTES {
-            if let Some(body) = BatchBody::mapped(pool, capacity) {
-                return body;
+            if let Some(map) = take_mapping(pool, capacity) {
+                return BatchBody(Storage::Mapped { map, len: 0, pool });
             }
         }
         BatchBody(Storage::Heap {
@@ -122,13 +122,8 @@ impl BatchBody {
             }
             Storage::Heap {
                 vec,
-                lend_into: Some((pool, size)),
-            } if vec.len() + more >= MIN_LENT_BYTES => {
-                if let Some(mut body) = BatchBody::mapped(pool, *size) {
-                    body.push_bytes(vec);
-                    *self = body;
-                }
-            }
+                lend_into: Some(_),
+            } if vec.len() + more >= MIN_LENT_BYTES => self.move_into_mapping(),
             Storage::Heap { vec, .. } => {
                 let want = vec.len().saturating_add(more).min(capacity);
                 if vec.capacity() < want {
@@ -137,28 +132,6 @@ impl BatchBody {
             }
             Storage::Mapped { .. } => {}
         }
-    }
-
-    /// An empty mapped body of `capacity` bytes, reused from `pool` when it
-    /// has one of that size; `None` (logged) when no mapping can be made.
-    fn mapped(pool: &'static Pool, capacity: usize) -> Option<BatchBody> {
-        let map = match pool.take(capacity) {
-            Some(map) => {
-                BODY_COUNTS.reused.fetch_add(1, Ordering::Relaxed);
-                map
-            }
-            None => match MmapMut::map_anon(capacity) {
-                Ok(map) => {
-                    BODY_COUNTS.mapped.fetch_add(1, Ordering::Relaxed);
-                    map
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, capacity, "cannot map a batch body; it stays on the heap");
-                    return None;
-                }
-            },
-        };
-        Some(BatchBody(Storage::Mapped { map, len: 0, pool }))
     }
 
     /// Whether the body's pages may be lent to the kernel (see the module docs).
@@ -193,35 +166,37 @@ impl BatchBody {
     #[inline]
     fn make_room(&mut self, needed: usize) {
         let total = self.len() + needed;
-        let moved = match &self.0 {
+        match &self.0 {
             Storage::Heap {
-                lend_into: Some((pool, capacity)),
+                lend_into: Some((_, capacity)),
                 ..
-            } if total >= MIN_LENT_BYTES && total <= *capacity => {
-                // `None` (no mapping could be made, logged) keeps it on the heap.
-                Some(BatchBody::mapped(pool, *capacity).map_or_else(
-                    || BatchBody::from(self.to_vec()),
-                    |mut body| {
-                        body.push_bytes(self);
-                        body
-                    },
-                ))
-            }
+            } if total >= MIN_LENT_BYTES && total <= *capacity => self.move_into_mapping(),
             Storage::Mapped { map, .. } if total > map.len() => {
-                Some(BatchBody::from(self.to_vec()))
+                *self = BatchBody::from(self.to_vec());
             }
-            _ => None,
-        };
-        if let Some(body) = moved {
-            *self = body;
+            _ => {}
         }
     }
 
-    /// Copies `bytes` into a mapped body with room for them.
-    fn push_bytes(&mut self, bytes: &[u8]) {
-        if let Storage::Mapped { map, len, .. } = &mut self.0 {
-            map[*len..*len + bytes.len()].copy_from_slice(bytes);
-            *len += bytes.len();
+    /// Moves a heap body into the mapping it was meant for (`lend_into`). When
+    /// no mapping can be made (logged), it stays on the heap for good.
+    fn move_into_mapping(&mut self) {
+        let Storage::Heap { vec, lend_into } = &mut self.0 else {
+            return;
+        };
+        let Some((pool, size)) = lend_into.take() else {
+            return;
+        };
+        if vec.len() > size {
+            return;
+        }
+        if let Some(mut map) = take_mapping(pool, size) {
+            map[..vec.len()].copy_from_slice(vec);
+            self.0 = Storage::Mapped {
+                len: vec.len(),
+                map,
+                pool,
+            };
         }
     }
 
@@ -240,6 +215,25 @@ impl BatchBody {
             if let Storage::Mapped { map, pool, .. } = std::mem::take(&mut self.0) {
                 pool.put(map);
             }
+        }
+    }
+}
+
+/// A mapping of `size` bytes, reused from `pool` when it has one; `None`
+/// (logged) when no mapping can be made.
+fn take_mapping(pool: &Pool, size: usize) -> Option<MmapMut> {
+    if let Some(map) = pool.take(size) {
+        BODY_COUNTS.reused.fetch_add(1, Ordering::Relaxed);
+        return Some(map);
+    }
+    match MmapMut::map_anon(size) {
+        Ok(map) => {
+            BODY_COUNTS.mapped.fetch_add(1, Ordering::Relaxed);
+            Some(map)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, size, "cannot map a batch body; it stays on the heap");
+            None
         }
     }
 }

@@ -46,6 +46,7 @@ pub fn metrics(worker: &Worker) -> Response {
             );
         }
     }
+    let bodies = &crate::batch_body::BODY_COUNTS;
     let worker_sum = |read: fn(&crate::stats::WorkerStats) -> u64| -> u64 {
         shared.workers.iter().map(|w| read(w)).sum()
     };
@@ -61,6 +62,16 @@ pub fn metrics(worker: &Worker) -> Response {
             worker_sum(|w| w.lines_invalid.load(Ordering::Relaxed)),
         ),
         (
+            "fluxgate_batch_bodies_lent_total",
+            "Batch bodies sent to a backend from their own pages (vmsplice + splice), once per backend and attempt.",
+            bodies.lent.load(Ordering::Relaxed),
+        ),
+        (
+            "fluxgate_batch_bodies_held_back_total",
+            "Batch bodies unmapped instead of reused because a backend did not take them whole (an error, timeout, refusal or retry).",
+            bodies.held_back.load(Ordering::Relaxed),
+        ),
+        (
             "fluxgate_bytes_received_total",
             "Write body bytes as received (compressed when sent gzip).",
             worker_sum(|w| w.bytes_received.load(Ordering::Relaxed)),
@@ -69,7 +80,6 @@ pub fn metrics(worker: &Worker) -> Response {
         m.family(name, Kind::Counter, help);
         m.sample(name, &[], value);
     }
-    let bodies = &crate::batch_body::BODY_COUNTS;
     m.family(
         "fluxgate_batch_bodies_total",
         Kind::Counter,
@@ -85,26 +95,6 @@ pub fn metrics(worker: &Worker) -> Response {
         "fluxgate_batch_bodies_total",
         &[("memory", "mapped")],
         bodies.mapped.load(Ordering::Relaxed),
-    );
-    m.family(
-        "fluxgate_batch_bodies_lent_total",
-        Kind::Counter,
-        "Batch bodies sent to a backend from their own pages (vmsplice + splice), once per backend.",
-    );
-    m.sample(
-        "fluxgate_batch_bodies_lent_total",
-        &[],
-        bodies.lent.load(Ordering::Relaxed),
-    );
-    m.family(
-        "fluxgate_batch_bodies_held_back_total",
-        Kind::Counter,
-        "Batch bodies unmapped instead of reused because a backend did not take them whole (an error, timeout, refusal or retry).",
-    );
-    m.sample(
-        "fluxgate_batch_bodies_held_back_total",
-        &[],
-        bodies.held_back.load(Ordering::Relaxed),
     );
 
     m.family(

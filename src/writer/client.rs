@@ -8,6 +8,7 @@
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::batch::{Batch, BatchKey};
@@ -120,9 +121,6 @@ impl BackendClient {
         // Armed before the first page is lent, so that even unwinding leaves
         // the pages alone.
         let at_risk = PagesAtRisk(batch);
-        BODY_COUNTS
-            .lent
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let result = self.request(body, Send::Lend);
         if !self.lent_pages_at_risk {
             std::mem::forget(at_risk);
@@ -236,6 +234,7 @@ impl BackendClient {
             .map_err(ClientError::Io)?;
         if send == Send::Lend && self.splicer.is_ready() {
             self.lent_pages = true;
+            BODY_COUNTS.lent.fetch_add(1, Ordering::Relaxed);
             // SAFETY: only `post_batch` lends, and only a mapped batch body,
             // whose memory is reused only if `PagesAtRisk` was disarmed: after
             // every exchange that lent it ended in a 2xx.

@@ -82,16 +82,8 @@ impl Splicer {
             // happens to its pages after is the caller's contract); the pipe
             // is empty here, so this returns once some pages are in it.
             let in_pipe = unsafe { libc::vmsplice(pipe.write.as_raw_fd(), &iov, 1, 0) };
-            let mut in_pipe = match usize::try_from(in_pipe) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => n,
-                Err(_) => {
-                    let error = io::Error::last_os_error();
-                    if error.kind() == io::ErrorKind::Interrupted {
-                        continue;
-                    }
-                    return Err(error);
-                }
+            let Some(mut in_pipe) = bytes_moved(in_pipe)? else {
+                continue;
             };
             sent += in_pipe;
             while in_pipe > 0 {
@@ -107,19 +99,28 @@ impl Splicer {
                         libc::SPLICE_F_MOVE,
                     )
                 };
-                match usize::try_from(moved) {
-                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                    Ok(moved) => in_pipe -= moved,
-                    Err(_) => {
-                        let error = io::Error::last_os_error();
-                        if error.kind() != io::ErrorKind::Interrupted {
-                            return Err(error);
-                        }
-                    }
-                }
+                in_pipe -= bytes_moved(moved)?.unwrap_or(0);
             }
         }
         Ok(())
+    }
+}
+
+/// What a `vmsplice` or `splice` call returned: the bytes it moved, `None`
+/// when a signal interrupted it (call again), an error for a failure or for
+/// no progress at all.
+fn bytes_moved(returned: isize) -> io::Result<Option<usize>> {
+    match usize::try_from(returned) {
+        Ok(0) => Err(io::ErrorKind::WriteZero.into()),
+        Ok(moved) => Ok(Some(moved)),
+        Err(_) => {
+            let error = io::Error::last_os_error();
+            if error.kind() == io::ErrorKind::Interrupted {
+                Ok(None)
+            } else {
+                Err(error)
+            }
+        }
     }
 }
 
