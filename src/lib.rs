@@ -38,6 +38,7 @@ pub mod generation;
 pub mod log_limit;
 pub mod lp;
 pub mod query;
+pub mod resolve;
 pub mod route;
 pub mod server;
 pub mod shutdown;

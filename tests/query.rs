@@ -327,6 +327,29 @@ fn queries_are_answered_from_the_replica_while_a_backend_is_down() {
 }
 
 #[test]
+fn backends_named_by_host_name_are_written_and_queried() {
+    // Workers resolve host names on the resolver thread; writers themselves.
+    let a = Influxd::start();
+    let b = Influxd::start();
+    let db = unique("hostnames");
+    a.create_database(&db);
+    b.create_database(&db);
+    let config = config(a.http_port, b.http_port, "").replace("127.0.0.1", "localhost");
+    assert!(config.contains("http://localhost:"), "{config}");
+    let proxy = Fluxgate::start("", &config);
+    write_fixture(&proxy, &db);
+    // One backend, streamed; then statements across both.
+    let cpu = json_query(&proxy, &db, "SELECT sum(v) FROM cpu");
+    assert_eq!(cpu["results"][0]["series"][0]["values"][0][1], 45, "{cpu}");
+    let measurements = json_query(&proxy, &db, "SHOW MEASUREMENTS");
+    assert_eq!(
+        measurements["results"][0]["series"][0]["values"],
+        json!([["cpu"], ["disk"], ["mem"]]),
+        "{measurements}"
+    );
+}
+
+#[test]
 fn timeshift_moves_the_window_back_and_the_answer_forward() {
     let servers = backends();
     let db = unique("shift");

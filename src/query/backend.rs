@@ -11,6 +11,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
+use std::io;
 use std::time::Duration;
 
 use monoio::buf::IoBufMut;
@@ -18,6 +19,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
 use crate::chunked::ChunkedDecoder;
+use crate::resolve::{self, Lookup};
 
 /// Largest response head accepted from a backend.
 const MAX_HEAD_BYTES: usize = 64 << 10;
@@ -143,11 +145,40 @@ async fn open_inner(
             return Ok(answer);
         }
     }
-    let stream = TcpStream::connect(request.authority.as_str())
+    let stream = connect(&request.authority)
         .await
         .map_err(FetchError::Connect)?;
     let _ = stream.set_nodelay(true);
     exchange(request, stream).await
+}
+
+/// How often a connect waiting for its host name to resolve looks again; the
+/// caller's timeout bounds the wait.
+const RESOLVE_POLL: Duration = Duration::from_millis(1);
+
+/// Connects to `authority` (`host:port`), trying its addresses in turn, with the
+/// host name resolved off the worker (see [`resolve`]).
+async fn connect(authority: &str) -> io::Result<TcpStream> {
+    let addrs = loop {
+        match resolve::lookup(authority) {
+            Lookup::Ready(addrs) => break addrs,
+            Lookup::Pending => monoio::time::sleep(RESOLVE_POLL).await,
+            Lookup::Failed(reason) => return Err(io::Error::new(io::ErrorKind::NotFound, reason)),
+        }
+    };
+    let mut last_error = None;
+    for &addr in addrs.iter() {
+        match TcpStream::connect_addr(addr).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last_error = Some(e),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{authority} has no address"),
+        )
+    }))
 }
 
 async fn exchange(request: &QueryRequest, mut stream: TcpStream) -> Result<OpenAnswer, FetchError> {
