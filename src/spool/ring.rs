@@ -6,6 +6,7 @@
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use memmap2::MmapMut;
@@ -155,11 +156,14 @@ impl Ring {
         let mut tmp_name = path.file_name().unwrap_or_default().to_owned();
         tmp_name.push(".creating");
         let tmp = path.with_file_name(tmp_name);
+        // Records hold what clients sent, their `Authorization` header too:
+        // for the owner only.
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(true)
+            .mode(0o600)
             .open(&tmp)?;
         file.set_len(capacity)?;
         preallocate(&file, capacity)?;

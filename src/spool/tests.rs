@@ -147,6 +147,17 @@ fn appends_replay_in_order_byte_for_byte() {
 }
 
 #[test]
+fn a_new_spool_file_is_for_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    // Records keep clients' `Authorization` headers.
+    let dir = TempDir::new();
+    let (mut spool, _) = Spool::open(&dir.file(), options(SMALL, false)).unwrap();
+    spool.try_append(&key(), 1, b"x").unwrap();
+    let mode = fs::metadata(dir.file()).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+}
+
+#[test]
 fn keys_round_trip_absent_and_empty() {
     let dir = TempDir::new();
     let (mut spool, _) = open(&dir.file(), SMALL);

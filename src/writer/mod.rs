@@ -29,6 +29,7 @@ pub mod client;
 pub mod recovery;
 pub mod splice;
 
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -227,7 +228,13 @@ fn open_spool(
         path: path.clone(),
         error,
     };
-    std::fs::create_dir_all(&config.dir).map_err(|e| spool_error(SpoolError::Io(e)))?;
+    // Spooled records hold clients' credentials: a directory fluxgate makes is
+    // for its user only (one made before is left as it is).
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&config.dir)
+        .map_err(|e| spool_error(SpoolError::Io(e)))?;
     let options = SpoolOptions {
         capacity: config.capacity.0,
         compress: config.compress,
