@@ -8,11 +8,12 @@
 //! might still read it, or a backend could receive another batch's bytes.
 //!
 //! A body that may be lent therefore has an anonymous mapping of its own:
-//! - when every backend answered 2xx to the request that carried it, the backend
-//!   has read every byte, so the mapping goes back to a pool and the next batch
-//!   reuses its pages (no page faults in the steady state);
-//! - after any other ending (an error, a timeout, a refusal, a retry) the mapping
-//!   is unmapped. The kernel keeps the pages it still references alive, and they
+//! - when every backend answered 2xx to the request that carried it (or answered
+//!   otherwise, then a `/ping` on the same connection), the backend has read
+//!   every byte, so the mapping goes back to a pool and the next batch reuses
+//!   its pages (no page faults in the steady state);
+//! - after any other ending (an error, a timeout, a retry, a refusal on a
+//!   closed connection) the mapping is unmapped. The kernel keeps the pages it still references alive, and they
 //!   are never handed to fluxgate again.
 //!
 //! Small bodies are not worth lending: a body starts on the heap, sized for the

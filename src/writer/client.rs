@@ -83,8 +83,13 @@ pub struct BackendClient {
     splicer: Splicer,
     /// The current exchange has lent pages of its body to the socket.
     lent_pages: bool,
-    /// The last request lent pages on an exchange that did not end in a 2xx.
+    /// The last request lent pages on an exchange that may have left them in a
+    /// socket's queue (see [`BackendClient::request`]).
     lent_pages_at_risk: bool,
+    /// Pages were lent to an exchange answered with another status than 2xx
+    /// on a connection kept alive: safe once a request after it is answered
+    /// on that connection ([`BackendClient::confirm_taken`]).
+    lent_pages_unconfirmed: bool,
 }
 
 impl BackendClient {
@@ -99,6 +104,7 @@ impl BackendClient {
             splicer: Splicer::default(),
             lent_pages: false,
             lent_pages_at_risk: false,
+            lent_pages_unconfirmed: false,
         }
     }
 
@@ -122,6 +128,11 @@ impl BackendClient {
         // the pages alone.
         let at_risk = PagesAtRisk(batch);
         let result = self.request(body, Send::Lend);
+        // A refusal (say a field type conflict) keeps the body from reuse
+        // only if the backend may not have read it all.
+        if self.lent_pages_unconfirmed && !self.lent_pages_at_risk && !self.confirm_taken() {
+            self.lent_pages_at_risk = true;
+        }
         if !self.lent_pages_at_risk {
             std::mem::forget(at_risk);
         }
@@ -169,6 +180,30 @@ impl BackendClient {
     /// # Errors
     /// As [`BackendClient::post_write`].
     pub fn get(&mut self, path_and_query: &str) -> Result<Response, ClientError> {
+        self.write_get_head(path_and_query);
+        self.request(b"", Send::Copy)
+    }
+
+    /// Whether a `/ping` on the connection kept after a lent body's refusal is
+    /// answered on it. A backend reads a connection's requests in order, so it
+    /// then read the refused one whole, and the answer came after the kernel
+    /// had its acknowledgement: no page of the body is left in a socket queue.
+    fn confirm_taken(&mut self) -> bool {
+        if self.stream.is_none() {
+            return false;
+        }
+        self.write_get_head("/ping");
+        self.finish_head(0);
+        let confirmed = self.try_exchange(b"", Send::Copy).is_ok();
+        if !confirmed {
+            self.stream = None;
+        }
+        confirmed
+    }
+
+    /// Starts `self.head` as a GET of `path_and_query` (below the URL's path
+    /// prefix).
+    fn write_get_head(&mut self, path_and_query: &str) {
         self.head.clear();
         self.head.push_str("GET ");
         self.head.push_str(&self.url.path_prefix);
@@ -179,7 +214,6 @@ impl BackendClient {
             self.head.push_str(authorization);
             self.head.push_str("\r\n");
         }
-        self.request(b"", Send::Copy)
     }
 
     /// Finishes the head in `self.head` and sends it with `body`. A kept-alive
@@ -187,20 +221,15 @@ impl BackendClient {
     /// failure is retried on a fresh connection before it counts.
     ///
     /// With `Send::Lend`, `lent_pages_at_risk` says afterwards whether the
-    /// kernel may still read `body`'s pages: some exchange lent them and did
-    /// not end in a 2xx answer on the same connection (an error, a timeout,
-    /// another status, or a retry after any of those). A 2xx means the backend
-    /// read every byte.
+    /// kernel may still read `body`'s pages: some exchange lent them and ended
+    /// in an error, a timeout, a status other than 2xx with the connection
+    /// closed, or a retry after any of those. A 2xx means the backend read
+    /// every byte; another status on a kept connection leaves them
+    /// `lent_pages_unconfirmed`.
     fn request(&mut self, body: &[u8], send: Send) -> Result<Response, ClientError> {
-        use std::fmt::Write as _;
-        let _ = write!(
-            self.head,
-            "Host: {}\r\nUser-Agent: fluxgate/{}\r\nContent-Length: {}\r\n\r\n",
-            self.url.authority,
-            env!("CARGO_PKG_VERSION"),
-            body.len()
-        );
+        self.finish_head(body.len());
         self.lent_pages_at_risk = false;
+        self.lent_pages_unconfirmed = false;
         let reused = self.stream.is_some();
         match self.exchange(body, send) {
             Err(ClientError::Io(_)) if reused => {
@@ -211,6 +240,17 @@ impl BackendClient {
         }
     }
 
+    /// Ends the head in `self.head` for a body of `len` bytes.
+    fn finish_head(&mut self, len: usize) {
+        use std::fmt::Write as _;
+        let _ = write!(
+            self.head,
+            "Host: {}\r\nUser-Agent: fluxgate/{}\r\nContent-Length: {len}\r\n\r\n",
+            self.url.authority,
+            env!("CARGO_PKG_VERSION"),
+        );
+    }
+
     fn exchange(&mut self, body: &[u8], send: Send) -> Result<Response, ClientError> {
         self.lent_pages = false;
         let result = self.try_exchange(body, send);
@@ -219,7 +259,11 @@ impl BackendClient {
         }
         let answered_2xx = matches!(&result, Ok(response) if (200..300).contains(&response.status));
         if self.lent_pages && !answered_2xx {
-            self.lent_pages_at_risk = true;
+            if result.is_ok() && self.stream.is_some() {
+                self.lent_pages_unconfirmed = true;
+            } else {
+                self.lent_pages_at_risk = true;
+            }
         }
         result
     }
@@ -237,7 +281,8 @@ impl BackendClient {
             BODY_COUNTS.lent.fetch_add(1, Ordering::Relaxed);
             // SAFETY: only `post_batch` lends, and only a mapped batch body,
             // whose memory is reused only if `PagesAtRisk` was disarmed: after
-            // every exchange that lent it ended in a 2xx.
+            // every exchange that lent it ended in a 2xx, or in another answer
+            // on a connection where a later answer showed it was read whole.
             unsafe { self.splicer.send(stream, body) }.map_err(ClientError::Io)?;
         } else {
             stream.write_all(body).map_err(ClientError::Io)?;
@@ -521,6 +566,8 @@ mod tests {
                                 format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\n\r\n");
                             stream.write_all(answer.as_bytes()).unwrap();
                         }
+                        // Closed; the last answer ends the backend too.
+                        Some(Answer::Close) if answers.len() == 0 => return bodies,
                         Some(Answer::Close) => continue 'connections,
                         None => return bodies,
                     }
@@ -579,17 +626,33 @@ mod tests {
     }
 
     #[test]
+    fn a_lent_body_refused_on_a_kept_connection_is_reused_once_a_ping_is_answered() {
+        // A refusal, then the `/ping` that shows the backend read the body.
+        for status in [400, 500] {
+            let (url, server) = backend(vec![Answer::Status(status), Answer::Status(204)]);
+            let mut client = BackendClient::new(url, Duration::from_secs(10), None);
+            let pool = own_pool();
+            let (batch, bytes) = batch(pool, LENT);
+            assert_eq!(client.post_batch(&batch, false).unwrap().status, status);
+            assert!(reused(pool, batch), "after {status}");
+            let bodies = server.join().unwrap();
+            assert_eq!(bodies, [bytes, Vec::new()], "the body, then the ping");
+        }
+    }
+
+    #[test]
     fn a_lent_body_is_not_reused_after_any_other_ending() {
-        // A refusal and a server error; then a connection closed without an
-        // answer, which makes the client retry on a new connection: that answer
-        // is a 2xx, but the first connection may still hold the pages.
-        for (answer, retried, status) in [
-            (Answer::Status(400), None, 400),
-            (Answer::Status(500), None, 500),
+        // A refusal and a server error whose connection closes before the
+        // ping is answered; then a connection closed without an answer, which
+        // makes the client retry on a new connection: that answer is a 2xx, but
+        // the first connection may still hold the pages.
+        for (answer, after, status) in [
+            (Answer::Status(400), Some(Answer::Close), 400),
+            (Answer::Status(500), Some(Answer::Close), 500),
             (Answer::Close, Some(Answer::Status(204)), 204),
         ] {
             let (url, server) = backend(
-                [Some(Answer::Status(204)), Some(answer), retried]
+                [Some(Answer::Status(204)), Some(answer), after]
                     .into_iter()
                     .flatten()
                     .collect(),
