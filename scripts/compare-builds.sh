@@ -7,12 +7,14 @@
 #
 #   scripts/compare-builds.sh OLD_FLUXGATE NEW_FLUXGATE [SECONDS] [ROUNDS]
 #   GZIP=1 scripts/compare-builds.sh ...    (gzip bodies)
+#   HOSTS=100000 scripts/compare-builds.sh ... (series per measurement;
+#                                               loadgen's default is 100)
 #
 # Build the old one from another checkout, e.g.
 #   git worktree add /tmp/old <commit> &&
 #   (cd /tmp/old && CARGO_TARGET_DIR=/tmp/old-target cargo build --release --bin fluxgate)
 set -euo pipefail
-[ $# -ge 2 ] || { sed -n '2,13p' "$0"; exit 2; }
+[ $# -ge 2 ] || { sed -n '2,15p' "$0"; exit 2; }
 here=$(dirname "$0")
 . "$here/lib.sh"
 . "$here/capacity-lib.sh"
@@ -42,7 +44,7 @@ for round in $(seq "$rounds"); do
     fluxgate=${builds[$which]}
     start_fluxgate "workers = 2" 'ack = "accepted"' ""
     before=$(cpu_seconds "$proxy_pid")
-    json=$(load "http://127.0.0.1:$proxy" "${seconds}s" --connections 4 ${GZIP:+--gzip})
+    json=$(load "http://127.0.0.1:$proxy" "${seconds}s" --connections 4 ${GZIP:+--gzip} ${HOSTS:+--hosts "$HOSTS"})
     after=$(cpu_seconds "$proxy_pid")
     stop_fluxgate
     per_cpu=$(points_per_cpu_second "$json" "$before" "$after")
