@@ -316,8 +316,35 @@ fn spawn_writer(
         .name(format!("fluxgate-writer-{}-{n}", backend.config.name))
         .spawn(move || {
             let _running = running;
+            yield_to_workers();
             writer.run();
         })
+}
+
+/// Makes the calling writer thread give way to the workers when they compete
+/// for a core: a worker holds a client waiting for its answer, a writer only a
+/// batch already accepted. Its nice value goes [`WRITER_NICE`] above the
+/// process's (at most 19).
+fn yield_to_workers() {
+    let tid = thread_id();
+    // SAFETY: getpriority and setpriority with PRIO_PROCESS and a thread id
+    // read and change that thread's nice value only.
+    let result = unsafe {
+        let nice = libc::getpriority(libc::PRIO_PROCESS, tid);
+        libc::setpriority(libc::PRIO_PROCESS, tid, (nice + WRITER_NICE).min(19))
+    };
+    if result != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "writer keeps its priority");
+    }
+}
+
+/// How much lower than the workers' a writer's priority is, in nice steps.
+const WRITER_NICE: libc::c_int = 10;
+
+/// The calling thread's kernel id, which `setpriority` takes for one thread.
+fn thread_id() -> libc::id_t {
+    // SAFETY: gettid has no preconditions and cannot fail.
+    unsafe { libc::syscall(libc::SYS_gettid) as libc::id_t }
 }
 
 /// Counts a writer thread as running until dropped (also by a panic, or
@@ -560,5 +587,26 @@ fn post_batch(client: &mut BackendClient, backend: &BackendShared, batch: &Batch
             response.body_text()
         )),
         Err(e) => backend.failed(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_writer_thread_gives_way_to_the_workers() {
+        // SAFETY: getpriority reads a thread's nice value (a -1 answer is a
+        // nice value here: the thread ids are this process's own).
+        let nice_of = |tid| unsafe { libc::getpriority(libc::PRIO_PROCESS, tid) };
+        let before = nice_of(thread_id());
+        let writer = std::thread::spawn(move || {
+            yield_to_workers();
+            nice_of(thread_id())
+        })
+        .join()
+        .unwrap();
+        assert_eq!(writer, (before + WRITER_NICE).min(19));
+        assert_eq!(nice_of(thread_id()), before, "only the writer's own");
     }
 }
