@@ -70,6 +70,12 @@ thread_cpu_seconds() { # pid name-prefix
       'index($2, name) == 1 { t += $14 + $15 } END { printf "%.2f", t / hz }'
 }
 
+# Builds loadgen (release) and sets $loadgen; run from the repository's root.
+build_loadgen() {
+  cargo build --release --locked -p loadgen 2>&1 | tail -1
+  loadgen=./target/release/loadgen
+}
+
 # Sets $builds to the absolute paths of the fluxgate executables named in "$@"
 # (relative to where the script was started); call before changing directory.
 resolve_builds() {

@@ -23,8 +23,7 @@ cd "$here/.."
 
 seconds=${3:-10}
 rounds=${4:-3}
-cargo build --release --locked -p loadgen 2>&1 | tail -1
-loadgen=./target/release/loadgen
+build_loadgen
 
 start_work_dir fluxgate-compare
 start_sinks

@@ -20,8 +20,7 @@ cd "$here/.."
 seconds=${3:-12}
 rounds=${4:-5}
 rate=${5:-160}
-cargo build --release --locked -p loadgen 2>&1 | tail -1
-loadgen=./target/release/loadgen
+build_loadgen
 
 start_work_dir fluxgate-latency
 start_sinks

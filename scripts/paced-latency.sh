@@ -22,8 +22,7 @@ cd "$here/.."
 
 rounds=${ROUNDS:-200}
 pace_us=${PACE_US:-200}
-cargo build --release --locked -p loadgen 2>&1 | tail -1
-loadgen=./target/release/loadgen
+build_loadgen
 
 start_work_dir fluxgate-paced
 start_sinks
