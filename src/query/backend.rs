@@ -155,6 +155,8 @@ async fn open_inner(
 /// How often a connect waiting for its host name to resolve looks again; the
 /// caller's timeout bounds the wait.
 const RESOLVE_POLL: Duration = Duration::from_millis(1);
+/// How long one of a host name's several addresses gets to connect.
+const CONNECT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Connects to `authority` (`host:port`), trying its addresses in turn, with the
 /// host name resolved off the worker (see [`resolve`]).
@@ -168,7 +170,22 @@ async fn connect(authority: &str) -> io::Result<TcpStream> {
     };
     let mut last_error = None;
     for &addr in addrs.iter() {
-        match TcpStream::connect_addr(addr).await {
+        // With more addresses to try, one that drops packets must not use up
+        // the whole query's time.
+        let attempt = TcpStream::connect_addr(addr);
+        let result = if addrs.len() > 1 {
+            monoio::time::timeout(CONNECT_ATTEMPT_TIMEOUT, attempt)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("connecting to {addr}"),
+                    ))
+                })
+        } else {
+            attempt.await
+        };
+        match result {
             Ok(stream) => return Ok(stream),
             Err(e) => last_error = Some(e),
         }

@@ -156,6 +156,11 @@ impl Ring {
         let mut tmp_name = path.file_name().unwrap_or_default().to_owned();
         tmp_name.push(".creating");
         let tmp = path.with_file_name(tmp_name);
+        // One left by a crash would keep its mode through the truncation.
+        match std::fs::remove_file(&tmp) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
         // Records hold what clients sent, their `Authorization` header too:
         // for the owner only.
         let file = OpenOptions::new()
@@ -192,6 +197,7 @@ impl Ring {
     pub fn map(path: &Path) -> io::Result<(File, MmapMut)> {
         let file = OpenOptions::new().read(true).write(true).open(path)?;
         lock(&file, path)?;
+        owner_only(&file, path)?;
         // SAFETY: the file is exclusively locked (flock) by this process, so no
         // other fluxgate maps it; we never truncate it while this map lives
         // (`resize` drops the map first). A third party truncating it under us
@@ -279,6 +285,18 @@ fn preallocate(file: &File, len: u64) -> io::Result<()> {
         0 | libc::EOPNOTSUPP | libc::EINVAL => Ok(()),
         code => Err(io::Error::from_raw_os_error(code)),
     }
+}
+
+/// Makes a spool file (from a release that made them readable by all, say) for
+/// its owner only: its records hold clients' `Authorization` headers.
+fn owner_only(file: &File, path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = file.metadata()?.permissions().mode();
+    if mode & 0o077 != 0 {
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        tracing::warn!(path = %path.display(), mode = format!("{:o}", mode & 0o777), "spool file was readable by others; made 0600");
+    }
+    Ok(())
 }
 
 /// One process per spool file: a second fluxgate on the same directory would

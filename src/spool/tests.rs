@@ -147,12 +147,19 @@ fn appends_replay_in_order_byte_for_byte() {
 }
 
 #[test]
-fn a_new_spool_file_is_for_its_owner_only() {
+fn a_spool_file_is_for_its_owner_only() {
     use std::os::unix::fs::PermissionsExt;
     // Records keep clients' `Authorization` headers.
     let dir = TempDir::new();
     let (mut spool, _) = Spool::open(&dir.file(), options(SMALL, false)).unwrap();
     spool.try_append(&key(), 1, b"x").unwrap();
+    let mode = fs::metadata(dir.file()).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    // One an earlier release left readable by all is made so on opening.
+    drop(spool);
+    fs::set_permissions(dir.file(), fs::Permissions::from_mode(0o644)).unwrap();
+    let (spool, _) = Spool::open(&dir.file(), options(SMALL, false)).unwrap();
+    assert_eq!(spool.records(), 1);
     let mode = fs::metadata(dir.file()).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600, "{mode:o}");
 }

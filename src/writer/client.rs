@@ -186,8 +186,11 @@ impl BackendClient {
 
     /// Whether a `/ping` on the connection kept after a lent body's refusal is
     /// answered on it. A backend reads a connection's requests in order, so it
-    /// then read the refused one whole, and the answer came after the kernel
-    /// had its acknowledgement: no page of the body is left in a socket queue.
+    /// then read the refused one whole: no page of the body is left in a
+    /// socket queue (on a network, its acknowledgement came before the answer;
+    /// on loopback, the backend's reading released them). As with a 2xx, this
+    /// trusts that whatever answers is what read the body, not a relay on the
+    /// same host that splices bodies on and answers `/ping` itself.
     fn confirm_taken(&mut self) -> bool {
         if self.stream.is_none() {
             return false;
@@ -360,6 +363,11 @@ fn read_response(
                 status = response
                     .code
                     .ok_or(ClientError::BadResponse("no status code"))?;
+                // Never asked for (no `Expect`): taken as the answer, a 1xx
+                // would shift every later answer on the connection by one.
+                if status < 200 {
+                    return Err(ClientError::BadResponse("unexpected interim (1xx) answer"));
+                }
                 keep_alive = response.version == Some(1);
                 for header in response.headers.iter() {
                     if header.name.eq_ignore_ascii_case("content-length") {
@@ -512,6 +520,10 @@ mod tests {
     #[derive(Clone, Copy)]
     enum Answer {
         Status(u16),
+        /// Answers with `Connection: close`, then closes.
+        Closing(u16),
+        /// `100 Continue`, then the status.
+        Interim(u16),
         /// Closes the connection without answering.
         Close,
     }
@@ -565,6 +577,22 @@ mod tests {
                             let answer =
                                 format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\n\r\n");
                             stream.write_all(answer.as_bytes()).unwrap();
+                        }
+                        Some(Answer::Interim(status)) => {
+                            let answer = format!(
+                                "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 {status} X\r\nContent-Length: 0\r\n\r\n"
+                            );
+                            stream.write_all(answer.as_bytes()).unwrap();
+                        }
+                        Some(Answer::Closing(status)) => {
+                            let answer = format!(
+                                "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                            );
+                            stream.write_all(answer.as_bytes()).unwrap();
+                            if answers.len() == 0 {
+                                return bodies;
+                            }
+                            continue 'connections;
                         }
                         // Closed; the last answer ends the backend too.
                         Some(Answer::Close) if answers.len() == 0 => return bodies,
@@ -650,6 +678,8 @@ mod tests {
             (Answer::Status(400), Some(Answer::Close), 400),
             (Answer::Status(500), Some(Answer::Close), 500),
             (Answer::Close, Some(Answer::Status(204)), 204),
+            // A refusal that closes the connection: no ping can follow.
+            (Answer::Closing(400), None, 400),
         ] {
             let (url, server) = backend(
                 [Some(Answer::Status(204)), Some(answer), after]
@@ -665,6 +695,21 @@ mod tests {
             server.join().unwrap();
             assert!(!reused(pool, batch), "after {status}");
         }
+    }
+
+    #[test]
+    fn an_interim_answer_is_an_error_not_the_answer() {
+        let (url, server) = backend(vec![Answer::Interim(204)]);
+        let mut client = BackendClient::new(url, Duration::from_secs(10), None);
+        let pool = own_pool();
+        let (batch, _) = batch(pool, LENT);
+        let result = client.post_batch(&batch, false);
+        assert!(
+            matches!(result, Err(ClientError::BadResponse(_))),
+            "{result:?}"
+        );
+        server.join().unwrap();
+        assert!(!reused(pool, batch));
     }
 
     #[test]
