@@ -595,6 +595,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_spool_directory_fluxgate_makes_is_for_its_user_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = std::env::temp_dir().join(format!("fluxgate-spool-dir-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let dir = root.join("spool");
+        let config = crate::config::Config::from_toml(&format!(
+            "[[backends]]\nname = \"a\"\nurl = \"http://h:1\"\n[spool]\ndir = {:?}\ncapacity = \"16MiB\"\n[routes]\n_default_ = [\"a\"]\n",
+            dir.display().to_string()
+        ))
+        .unwrap();
+        let spool = config.spool.as_ref().expect("a spool");
+        let opened = open_spool(spool, "a", &BackendStats::new("a"));
+        let mode = std::fs::metadata(&dir).map(|m| m.permissions().mode() & 0o777);
+        let _ = std::fs::remove_dir_all(&root);
+        assert!(opened.is_ok());
+        assert_eq!(mode.unwrap(), 0o700);
+    }
+
+    #[test]
     fn a_writer_thread_gives_way_to_the_workers() {
         // SAFETY: getpriority reads a thread's nice value (a -1 answer is a
         // nice value here: the thread ids are this process's own).
