@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # Two fluxgate builds side by side at a fixed request rate: alternating runs
 # of the same open-loop load (plain 5000-line cpu bodies, 4 connections,
-# ack = "accepted", workers = 2, two `loadgen sink` backends), each round
+# ack = "accepted" or $ACK, workers = 2, two `loadgen sink` backends), each round
 # also timing the sink directly. Prints loadgen's p50 and p99 per run and
 # each build's medians.
 #
 #   scripts/compare-latency.sh OLD_FLUXGATE NEW_FLUXGATE [SECONDS] [ROUNDS] [RATE]
+#   ACK=durable scripts/compare-latency.sh ...
 #
 # RATE is requests per second (default 160: about half of what this 2-core
 # machine sustains; see tuning.md).
 set -euo pipefail
-[ $# -ge 2 ] || { sed -n '2,11p' "$0"; exit 2; }
+[ $# -ge 2 ] || { sed -n '2,12p' "$0"; exit 2; }
 here=$(dirname "$0")
 . "$here/lib.sh"
 . "$here/capacity-lib.sh"
@@ -36,7 +37,7 @@ for round in $(seq "$rounds"); do
   results[2]+="$p50,$p99 "
   for which in 0 1; do
     fluxgate=${builds[$which]}
-    start_fluxgate "workers = 2" 'ack = "accepted"' ""
+    start_fluxgate "workers = 2" "ack = \"${ACK:-accepted}\"" ""
     read -r p50 p99 < <(percentiles "$(load "http://127.0.0.1:$proxy" "${seconds}s" --connections 4 --rate "$rate")")
     stop_fluxgate
     echo "round $round  $fluxgate  p50 $p50 ms  p99 $p99 ms"

@@ -6,13 +6,14 @@
 //! nothing, and an outbound gzip is computed once per batch, not once per replica.
 //! Bodies live in memory the writers can lend to the kernel ([`BatchBody`]).
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 pub use crate::batch_body::BatchBody;
 use crate::lp::precision::Precision;
 use crate::route::SetId;
+use crate::settle::SettlePoke;
 
 /// What a batch is written as: everything of a request that the backend's
 /// `/write` takes besides the body.
@@ -83,6 +84,8 @@ pub struct Batch {
     unsettled: AtomicUsize,
     /// The first refusal, for clients waiting in `ack = "durable"` mode.
     refusal: OnceLock<Refusal>,
+    /// Poked when the batch settles: a durable write waits on it.
+    watcher: OnceLock<Arc<SettlePoke>>,
 }
 
 /// A backend's refusal of a batch: its status and message.
@@ -103,6 +106,7 @@ impl Batch {
             pages_may_be_in_use: AtomicBool::new(false),
             unsettled: AtomicUsize::new(0),
             refusal: OnceLock::new(),
+            watcher: OnceLock::new(),
         }
     }
 
@@ -117,7 +121,22 @@ impl Batch {
         if let Some(refusal) = refusal {
             let _ = self.refusal.set(refusal);
         }
-        self.unsettled.fetch_sub(1, Ordering::AcqRel);
+        if self.unsettled.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // With `watch`'s fence: either this sees the watcher, or the
+            // watcher sees the batch settled.
+            fence(Ordering::SeqCst);
+            if let Some(watcher) = self.watcher.get() {
+                watcher.poke();
+            }
+        }
+    }
+
+    /// Has `poke` poked when the batch settles; call before looking whether
+    /// it has. Batches are per worker, so every watcher of one is its
+    /// worker's.
+    pub fn watch(&self, poke: &Arc<SettlePoke>) {
+        let _ = self.watcher.set(poke.clone());
+        fence(Ordering::SeqCst);
     }
 
     /// Every backend has settled the batch.

@@ -41,6 +41,7 @@ pub mod query;
 pub mod resolve;
 pub mod route;
 pub mod server;
+pub mod settle;
 pub mod shutdown;
 pub mod spool;
 pub mod stats;

@@ -25,6 +25,7 @@ use crate::route::{Router, SetId};
 use crate::server::request::Head;
 use crate::server::response::Response;
 use crate::server::worker::{Worker, WorkerState};
+use crate::settle;
 use crate::urlencoded;
 
 /// Rejected lines described in one answer; the rest are only counted.
@@ -182,22 +183,30 @@ async fn try_write(
     worker.state.borrow_mut().batcher.flush_request();
     let mut frozen = Vec::new();
     worker.dispatch_ready_into(Some(&mut frozen));
-    wait_until_settled(&frozen, generation.config.write.ack_timeout).await?;
+    wait_until_settled(worker, &frozen, generation.config.write.ack_timeout).await?;
     report.into_result()
 }
 
-/// How often a durable write looks whether its batches are settled. Writers
-/// are other threads; a short poll is simpler than a cross-thread waker and
-/// costs one timer per waiting request.
-const SETTLE_POLL: Duration = Duration::from_millis(1);
-
-async fn wait_until_settled(batches: &[Arc<Batch>], timeout: Duration) -> Result<(), ApiError> {
+/// Waits until every backend settled `batches`: woken by the writer that
+/// settles the last of them (see [`crate::settle`]), or by the backstop.
+async fn wait_until_settled(
+    worker: &Worker,
+    batches: &[Arc<Batch>],
+    timeout: Duration,
+) -> Result<(), ApiError> {
+    for batch in batches {
+        batch.watch(worker.settle.poke());
+    }
     let started = Instant::now();
     while !batches.iter().all(|b| b.is_settled()) {
-        if started.elapsed() >= timeout {
+        let left = timeout.saturating_sub(started.elapsed());
+        if left.is_zero() {
             return Err(ApiError::NotDurable { timeout });
         }
-        monoio::time::sleep(SETTLE_POLL).await;
+        monoio::select! {
+            _ = worker.settle.next() => {},
+            _ = monoio::time::sleep(settle::BACKSTOP.min(left)) => {},
+        }
     }
     match batches.iter().find_map(|b| b.refusal()) {
         Some(refusal) => Err(ApiError::BackendRefused(refusal.clone())),

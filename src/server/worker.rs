@@ -22,6 +22,7 @@ use crate::dispatch::Dispatcher;
 use crate::generation::{Current, Generation};
 use crate::log_limit::LogLimit;
 use crate::lp::gzip::Gunzip;
+use crate::settle::SettleNotices;
 use crate::shutdown::Shutdown;
 use crate::stats::WorkerStats;
 
@@ -70,6 +71,10 @@ pub struct Worker {
     pub stopping: LocalSignal,
     /// Kept-alive connections to backends for `/query`.
     pub query_connections: crate::query::backend::ConnectionPool,
+    /// Pokes from writers settling batches durable writes wait on. Shared
+    /// with the task reading them, which must not hold the worker itself (its
+    /// queues would outlive shutdown).
+    pub settle: Rc<SettleNotices>,
     connections: Cell<usize>,
 }
 
@@ -126,6 +131,7 @@ impl Worker {
             state: RefCell::new(state),
             stopping: LocalSignal::default(),
             query_connections: crate::query::backend::ConnectionPool::default(),
+            settle: Rc::default(),
             connections: Cell::new(0),
         }
     }
@@ -191,6 +197,8 @@ impl Worker {
     /// connections, flushes every batch and hands it to the writers.
     pub async fn run(self: Rc<Self>, listener: TcpListener) {
         monoio::spawn(self.clone().tick());
+        let notices = self.settle.clone();
+        monoio::spawn(async move { notices.run().await });
         let max_connections = self.generation().config.max_connections_per_worker();
         loop {
             // At the limit, stop accepting: new clients wait in the kernel's
