@@ -13,8 +13,8 @@
 //!   every byte, so the mapping goes back to a pool and the next batch reuses
 //!   its pages (no page faults in the steady state);
 //! - after any other ending (an error, a timeout, a retry, a refusal on a
-//!   closed connection) the mapping is unmapped. The kernel keeps the pages it still references alive, and they
-//!   are never handed to fluxgate again.
+//!   closed connection) the mapping is unmapped. The kernel keeps the pages it
+//!   still references alive, and they are never handed to fluxgate again.
 //!
 //! Small bodies are not worth lending: a body starts on the heap, sized for the
 //! request that opens it, and moves into a mapping once it passes
