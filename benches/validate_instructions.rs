@@ -1,24 +1,84 @@
-//! Instructions per line of scan + validate, counted by callgrind: a figure
+//! Instructions per line of the write path, counted by callgrind: a figure
 //! that does not move with the machine's load, unlike the timings of the
 //! criterion benches. Run by `scripts/validator-instructions.sh`; on its own,
-//! `validate_instructions <plain|escaped> <rounds>` scans 5000 `cpu` lines
-//! `rounds` times and checks every line is accepted.
+//! `validate_instructions <kind> <rounds>` takes 5000 `cpu` lines `rounds`
+//! times through one of:
+//!
+//! - `plain`, `escaped`: scan + validate, plain or escaped lines;
+//! - `ingest`: scan, validate, route and copy into batches (plain lines);
+//! - `early-ingest`: the same, three quarters of it ingested in three
+//!   reads while it arrives (`api::early`), the rest at the end.
+//!
+//! and checks every line is accepted.
 
 mod common;
 
+use std::time::SystemTime;
+
+use fluxgate::api::early::Partial;
+use fluxgate::api::write::ingest;
+use fluxgate::batch::{Batcher, Target};
+use fluxgate::config::Config;
 use fluxgate::lp::line::parse_line;
+use fluxgate::lp::precision::Precision;
 use fluxgate::lp::scan::scan_lines;
+use fluxgate::route::Router;
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let escapes = args.next().as_deref() == Some("escaped");
+    let kind = args.next().unwrap_or_default();
     let rounds: usize = args.next().and_then(|r| r.parse().ok()).unwrap_or(1);
-    let body = common::cpu_body(5000, escapes);
-    let mut valid = 0;
-    for _ in 0..rounds {
-        valid += scan_lines(std::hint::black_box(&body))
-            .filter(|(_, line)| parse_line(line).is_ok())
-            .count();
-    }
+    let body = common::cpu_body(5000, kind == "escaped");
+    let valid = match kind.as_str() {
+        "ingest" => ingest_rounds(&body, rounds, false),
+        "early-ingest" => ingest_rounds(&body, rounds, true),
+        _ => (0..rounds)
+            .map(|_| {
+                scan_lines(std::hint::black_box(&body))
+                    .filter(|(_, line)| parse_line(line).is_ok())
+                    .count()
+            })
+            .sum(),
+    };
     assert_eq!(valid, 5000 * rounds);
+}
+
+/// Lines accepted over `rounds` ingests of `body` into two replicated
+/// backends' batches (1 MiB, as configured by default).
+fn ingest_rounds(body: &[u8], rounds: usize, early: bool) -> usize {
+    let config = Config::from_toml(
+        "[[backends]]\nname = \"a\"\nurl = \"http://h:1\"\n[[backends]]\nname = \"b\"\nurl = \"http://h:2\"\n\
+         [routes]\n_default_ = [\"a\", \"b\"]",
+    )
+    .unwrap();
+    let router = Router::new(&config);
+    let target = Target {
+        db: "db",
+        rp: None,
+        precision: Precision::Nanoseconds,
+        authorization: None,
+    };
+    let mut batcher = Batcher::new(router.set_count(), 1 << 20);
+    let mut scratch = Vec::new();
+    let mut accepted = 0;
+    for _ in 0..rounds {
+        let body = std::hint::black_box(body);
+        if early {
+            let mut partial = Partial::new(router.set_count(), 1 << 20, body.len());
+            for quarter in 1..4 {
+                let arrived = &body[..body.len() * quarter / 4];
+                partial.advance(&router, &target, SystemTime::now(), arrived);
+            }
+            let (report, mut own) = partial.finish(&router, &target, SystemTime::now(), body);
+            accepted += report.accepted;
+            own.take_ready().for_each(drop);
+        } else {
+            let now = SystemTime::now();
+            let report = ingest(&router, &mut batcher, &mut scratch, &target, body, now);
+            accepted += report.accepted;
+            batcher.flush_all();
+            batcher.take_ready().for_each(drop);
+        }
+    }
+    accepted
 }

@@ -11,6 +11,7 @@ use std::fmt;
 use std::time::SystemTime;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use fluxgate::api::early::Partial;
 use fluxgate::api::write::ingest;
 use fluxgate::batch::{Batcher, Target};
 use fluxgate::config::Config;
@@ -120,6 +121,21 @@ fn whole_ingest(c: &mut Criterion) {
                 assert_eq!(report.accepted, scenario.lines);
                 batcher.flush_all();
                 assert!(batcher.take_ready().count() >= 1);
+            });
+        });
+        // The same body, three quarters of it ingested in three reads while
+        // it arrives (into batches of its own), the rest at the end.
+        let id = BenchmarkId::new("early", scenario);
+        group.bench_with_input(id, &body, |b, body| {
+            b.iter(|| {
+                let mut partial = Partial::new(router.set_count(), 1 << 20, body.len());
+                for quarter in 1..4 {
+                    let arrived = &body[..body.len() * quarter / 4];
+                    partial.advance(&router, &target, SystemTime::now(), arrived);
+                }
+                let (report, mut own) = partial.finish(&router, &target, SystemTime::now(), body);
+                assert_eq!(report.accepted, scenario.lines);
+                assert!(own.take_ready().count() >= 1);
             });
         });
     }

@@ -7,11 +7,16 @@
 #
 #   scripts/compare-latency.sh OLD_FLUXGATE NEW_FLUXGATE [SECONDS] [ROUNDS] [RATE]
 #   ACK=durable scripts/compare-latency.sh ...
+#   LINK=5gbit scripts/compare-latency.sh ...
 #
 # RATE is requests per second (default 160: about half of what this 2-core
-# machine sustains; see tuning.md).
+# machine sustains; see tuning.md). LINK (root only) makes the requests to
+# fluxgate and to the sink timed directly cross a link of that rate: a `tc`
+# htb class on lo, removed on exit; fluxgate's own traffic to its sinks
+# stays unshaped. On loopback a body arrives in a fraction of a millisecond;
+# over a real link it takes longer, and what a proxy does meanwhile shows.
 set -euo pipefail
-[ $# -ge 2 ] || { sed -n '2,12p' "$0"; exit 2; }
+[ $# -ge 2 ] || { sed -n '2,19p' "$0"; exit 2; }
 here=$(dirname "$0")
 . "$here/lib.sh"
 . "$here/capacity-lib.sh"
@@ -25,6 +30,31 @@ build_loadgen
 
 start_work_dir fluxgate-latency
 start_sinks
+# The sink timed directly is a third one: with LINK, traffic to it is shaped,
+# and fluxgate's traffic to its own sinks must not be.
+direct=$(free_port)
+"$loadgen" sink --listen "127.0.0.1:$direct" >"$work/direct-sink.log" 2>&1 &
+pids+=($!)
+wait_ping "$direct" "loadgen sink"
+
+# shape PORT: traffic to 127.0.0.1:PORT crosses the LINK class (no-op without LINK).
+shape() { :; }
+if [ -n "${LINK:-}" ]; then
+  if ! tc qdisc show dev lo | grep -q '^qdisc noqueue'; then
+    echo "lo already has a queueing discipline; not touching it" >&2
+    exit 1
+  fi
+  trap 'tc qdisc del dev lo root 2>/dev/null || true; cleanup_work_dir' EXIT
+  # Everything else goes through a class far faster than loopback needs.
+  tc qdisc add dev lo root handle 1: htb default 10 r2q 100000
+  tc class add dev lo parent 1: classid 1:10 htb rate 100gbit
+  tc class add dev lo parent 1: classid 1:20 htb rate "$LINK" burst 64k
+  shape() {
+    tc filter add dev lo protocol ip parent 1: prio 1 u32 match ip dport "$1" 0xffff flowid 1:20
+  }
+  shape "$direct"
+  echo "requests cross a $LINK link"
+fi
 
 percentiles() { # json
   python3 -c 'import json, sys; r = json.loads(sys.argv[1])["latency_ms"]; print(r["p50"], r["p99"])' "$1"
@@ -32,12 +62,13 @@ percentiles() { # json
 
 results=("" "" "")
 for round in $(seq "$rounds"); do
-  read -r p50 p99 < <(percentiles "$(load "http://127.0.0.1:$sink_a" "${seconds}s" --connections 4 --rate "$rate")")
+  read -r p50 p99 < <(percentiles "$(load "http://127.0.0.1:$direct" "${seconds}s" --connections 4 --rate "$rate")")
   echo "round $round  sink directly  p50 $p50 ms  p99 $p99 ms"
   results[2]+="$p50,$p99 "
   for which in 0 1; do
     fluxgate=${builds[$which]}
     start_fluxgate "workers = 2" "ack = \"${ACK:-accepted}\"" ""
+    shape "$proxy"
     read -r p50 p99 < <(percentiles "$(load "http://127.0.0.1:$proxy" "${seconds}s" --connections 4 --rate "$rate")")
     stop_fluxgate
     echo "round $round  $fluxgate  p50 $p50 ms  p99 $p99 ms"

@@ -3,10 +3,10 @@
 # client sends 5000-line cpu bodies in 64 KiB pieces, one piece every
 # PACE_US microseconds (200 by default: about 2.6 Gbit/s), and measures the
 # time from its last byte to the answer (fluxgate with ack = "accepted"). A
-# proxy that validates lines while a body arrives answers sooner here; on
-# loopback at full speed (what capacity.sh measures) a body is in the socket
-# before fluxgate reads it, and there is nothing to overlap. tuning.md has
-# the figures of such a build against this release.
+# proxy that ingests lines while a body arrives (fluxgate does: api/early.rs)
+# answers sooner here; on loopback at full speed (what capacity.sh measures)
+# a body is mostly in the socket before fluxgate reads it, and there is
+# little to overlap. tuning.md has the figures.
 #
 #   scripts/paced-latency.sh [FLUXGATE ...]     (default target/release/fluxgate)
 #   ROUNDS=200 PACE_US=200 scripts/paced-latency.sh OLD NEW

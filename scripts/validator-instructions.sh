@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Instructions per line spent scanning and validating the classic 386-byte
-# `cpu` lines, counted by callgrind: unlike timings, the count does not
-# depend on what else the machine is doing, so two builds compare exactly.
+# `cpu` lines, and ingesting them whole (routed and copied into batches), at
+# the end of a body or mostly while it arrives; counted by callgrind: unlike
+# timings, the count does not depend on what else the machine is doing, so
+# two builds compare exactly.
 #
 #   scripts/validator-instructions.sh
 set -euo pipefail
@@ -17,7 +19,7 @@ instructions() { # kind rounds
     awk '/Collected/ { print $4 }'
 }
 
-for kind in plain escaped; do
+for kind in plain escaped ingest early-ingest; do
   # Two runs that differ by one round of 5000 lines: the difference is the
   # cost of those lines alone, without start-up and body generation.
   one=$(instructions "$kind" 1)

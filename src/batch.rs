@@ -254,6 +254,34 @@ impl Batcher {
         timestamp_suffix: &[u8],
         now: Instant,
     ) {
+        let needed = line.len() + timestamp_suffix.len() + 1;
+        let batch = self.batch_with_room(set, target, needed, now);
+        batch.body.push_line(line, timestamp_suffix);
+        batch.lines += 1;
+    }
+
+    /// Adds a batch frozen elsewhere (a request's own, `api::early`) to the
+    /// ready ones, behind the set's open batch for `target`, which is frozen
+    /// first: lines appended before reach the backends before it.
+    pub fn adopt(&mut self, set: SetId, target: &Target<'_>, batch: Arc<Batch>) {
+        let open = self.open[set.0 as usize]
+            .iter_mut()
+            .find(|b| b.key.matches(target) && b.lines > 0);
+        if let Some(open) = open {
+            self.ready.push((set, freeze(open)));
+        }
+        self.ready.push((set, batch));
+    }
+
+    /// The set's open batch for `target`, frozen and replaced first when
+    /// `needed` more bytes would overflow it.
+    fn batch_with_room(
+        &mut self,
+        set: SetId,
+        target: &Target<'_>,
+        needed: usize,
+        now: Instant,
+    ) -> &mut OpenBatch {
         let set_index = set.0 as usize;
         let batches = &mut self.open[set_index];
         let slot = match self.request_slots[set_index] {
@@ -279,7 +307,6 @@ impl Batcher {
             }
         };
         let batch = &mut batches[slot];
-        let needed = line.len() + timestamp_suffix.len() + 1;
         if batch.lines > 0 && batch.body.len() + needed > self.max_batch_bytes {
             self.ready.push((set, freeze(batch)));
             batch
@@ -289,8 +316,7 @@ impl Batcher {
         if batch.lines == 0 {
             batch.opened = now;
         }
-        batch.body.push_line(line, timestamp_suffix);
-        batch.lines += 1;
+        batch
     }
 
     /// Freezes every batch whose first line is at least `max_age` old, and drops
@@ -447,6 +473,35 @@ mod tests {
         let first = &batches[0].1;
         assert_eq!(*first.key, BatchKey::from_target(&TARGET));
         assert_eq!(&first.body[..], b"a v=1\na v=2\n");
+    }
+
+    #[test]
+    fn an_adopted_batch_goes_behind_the_open_batch_of_its_key() {
+        let now = Instant::now();
+        let other_db = Target {
+            db: "other",
+            ..TARGET
+        };
+        let mut batcher = Batcher::new(1, 1 << 20);
+        batcher.begin_request();
+        batcher.append(SetId(0), &TARGET, b"m v=1 1", b"", now);
+        batcher.begin_request();
+        batcher.append(SetId(0), &other_db, b"m v=2 2", b"", now);
+        let mut own = Batcher::new(1, 1 << 20);
+        own.begin_request();
+        own.append(SetId(0), &TARGET, b"m v=3 3", b"", now);
+        own.flush_all();
+        let (set, batch) = own.take_ready().next().unwrap();
+        batcher.adopt(set, &TARGET, batch);
+        // The other database's open batch stays open.
+        assert_eq!(
+            ready(&mut batcher),
+            [
+                (0, "m v=1 1\n".to_owned(), 1),
+                (0, "m v=3 3\n".to_owned(), 1)
+            ]
+        );
+        assert_eq!(batcher.pending_lines(), 1);
     }
 
     #[test]

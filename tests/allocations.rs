@@ -2,13 +2,16 @@
 //! path (`ingest`: scan, validate, route, batch) is measured with a counting
 //! allocator, for a small and a large body of the same shape. Batch bodies
 //! worth lending live in mappings of their own (`batch_body`), not in the
-//! allocator: each one handed out counts as an allocation too.
+//! allocator: each one handed out counts as an allocation too. A body
+//! ingested partly while it arrives (`api::early`), as a connection does for
+//! a large plain write, is measured the same way.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
+use fluxgate::api::early::Partial;
 use fluxgate::api::write::ingest;
 use fluxgate::batch::{Batcher, Target};
 use fluxgate::batch_body::BODY_COUNTS;
@@ -82,6 +85,24 @@ fn body(lines: usize) -> Vec<u8> {
     body.into_bytes()
 }
 
+/// The same request, ingested in three reads while it arrives, then at the
+/// end; every allocation it makes, its own batches' included. (Dropping
+/// them, which returns mappings to the pool, is not part of the request.)
+fn ingested_early(router: &Router, target: &Target<'_>, body: &[u8], lines: usize) -> usize {
+    let mut batches = None;
+    let allocations = allocations_during(|| {
+        let mut partial = Partial::new(router.set_count(), 64 << 20, body.len());
+        for read in [body.len() / 3, body.len() * 2 / 3] {
+            partial.advance(router, target, SystemTime::now(), &body[..read]);
+        }
+        let (report, batcher) = partial.finish(router, target, SystemTime::now(), body);
+        assert_eq!(report.accepted, lines);
+        batches = Some(batcher);
+    });
+    assert!(batches.unwrap().take_ready().count() >= 1);
+    allocations
+}
+
 #[test]
 fn allocations_per_request_do_not_grow_with_the_number_of_lines() {
     let config = Config::from_toml(
@@ -121,6 +142,12 @@ fn allocations_per_request_do_not_grow_with_the_number_of_lines() {
     assert_eq!(
         for_small, for_large,
         "allocations grew with the body: {for_small} for 100 lines, {for_large} for 20000"
+    );
+    let early_small = ingested_early(&router, &target, &small, 100);
+    let early_large = ingested_early(&router, &target, &large, 20_000);
+    assert_eq!(
+        early_small, early_large,
+        "allocations grew with the body ingested early: {early_small} for 100 lines, {early_large} for 20000"
     );
     // What a warm request may allocate: one reservation per backend set it
     // writes to, sized for its whole body (so that small writes to many

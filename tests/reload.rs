@@ -449,3 +449,48 @@ fn a_storm_of_reloads_loses_and_duplicates_nothing() {
     assert_eq!(stored, acked);
     assert_eq!(generation(&proxy), 21);
 }
+
+#[test]
+fn a_body_arriving_across_a_reload_is_routed_by_the_new_config() {
+    let servers = backends();
+    let db = unique("reload_early");
+    servers.create_database(&db);
+    let (a, b) = (servers.a.http_port, servers.b.http_port);
+    // The new routes number their backend sets differently: a batch routed
+    // by the old ones and queued by the new ones would land on a.
+    let config = |routes: &str| {
+        format!(
+            "{}{}[routes]\n{routes}\n{WRITE}max_batch_bytes = \"256KiB\"\n",
+            backend("a", a),
+            backend("b", b)
+        )
+    };
+    let proxy = Fluxgate::start("workers = 1", &config("mv = [\"a\"]"));
+    // The first half of a large body arrives and is ingested by the routes
+    // of generation 1 while the rest is on its way...
+    let body: String = (1..=20_000u64).map(|n| format!("mv v={n} {n}\n")).collect();
+    let (first, rest) = body.as_bytes().split_at(body.len() / 2);
+    let mut raw = http::Raw::connect(proxy.addr);
+    raw.send(
+        format!(
+            "POST /write?db={db}&precision=s HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    for piece in first.chunks(first.len() / 4 + 1) {
+        raw.send(piece);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // ...then a reload sends mv to b before the body is complete: every
+    // point of the body follows the routes the request is answered under.
+    proxy.rewrite_config("workers = 1", &config("_default_ = [\"a\"]\nmv = [\"b\"]"));
+    assert_eq!(reload(&proxy).status, 200);
+    raw.send(rest);
+    let reply = raw.read_response();
+    assert_eq!(reply.status, 204, "{}", reply.body);
+    eventually(LANDING_TIMEOUT, "the body to land on b", || {
+        (servers.b.count(&db, "mv") == 20_000).then_some(())
+    });
+    assert_eq!(servers.a.count(&db, "mv"), 0);
+}

@@ -315,6 +315,108 @@ fn a_large_body_cut_short_writes_nothing() {
 }
 
 #[test]
+fn a_body_arriving_in_pieces_is_ingested_as_it_comes_and_written_as_sent() {
+    let servers = backends();
+    let db = unique("pieces");
+    servers.create_database(&db);
+    // Bodies of half a batch or more are ingested as they arrive.
+    let proxy = Fluxgate::start(
+        "",
+        &format!(
+            "{}max_batch_bytes = \"64KiB\"\n",
+            two_backend_config(
+                servers.a.http_port,
+                servers.b.http_port,
+                "cpu = [\"a\"]\nmem = [\"b\"]\n_default_ = [\"a\", \"b\"]",
+            )
+        ),
+    );
+    // Runs of timestamped lines, of lines without a timestamp, a bad line,
+    // then more lines: sent in pieces, as a slow link delivers them.
+    let mut body = String::new();
+    for i in 0..3000 {
+        body.push_str(&format!("cpu,host=h{} v={i} {}\n", i % 10, 1_000_000 + i));
+    }
+    for i in 0..2000 {
+        body.push_str(&format!("mem,n={i} v={i}i\n"));
+    }
+    body.push_str("mem v=oops 5\n");
+    for i in 0..1000 {
+        body.push_str(&format!("disk v={i} {}\n", 1_000_000 + i));
+    }
+    let mut raw = Raw::connect(proxy.addr);
+    raw.post_in_pieces(&format!("/write?db={db}"), body.as_bytes(), 8);
+    let reply = raw.read_response();
+    assert_eq!(reply.status, 400, "{}", reply.body);
+    assert_eq!(
+        reply.error(),
+        "partial write: unable to parse 'mem v=oops 5': invalid boolean (line 5001) dropped=1"
+    );
+    assert_count("cpu on a", 3000, || servers.a.count(&db, "cpu"));
+    assert_count("mem on b", 2000, || servers.b.count(&db, "mem"));
+    for server in [&servers.a, &servers.b] {
+        assert_count("disk", 1000, || server.count(&db, "disk"));
+        let points = server.points(&db, "disk");
+        for (i, (time, v)) in points.iter().enumerate() {
+            assert_eq!((*time, *v), (1_000_000 + i as i64, i as f64));
+        }
+    }
+    assert_eq!(servers.b.count(&db, "cpu"), 0);
+    assert_eq!(servers.a.count(&db, "mem"), 0);
+    let cpu = servers.a.points(&db, "cpu");
+    assert_eq!(cpu.len(), 3000);
+    let mut values: Vec<f64> = cpu.iter().map(|&(_, v)| v).collect();
+    values.sort_by(f64::total_cmp);
+    assert!(values.iter().enumerate().all(|(i, &v)| v == i as f64));
+    // Lines were ingested while the body arrived.
+    let metrics = http::get(&proxy.url("/metrics")).body;
+    let early = metric(&metrics, "fluxgate_lines_ingested_early_total").unwrap();
+    assert!(
+        early > 0.0 && early < 6001.0,
+        "{early} lines ingested early"
+    );
+}
+
+#[test]
+fn a_body_ingested_early_lands_after_the_writes_before_it() {
+    let servers = backends();
+    let db = unique("early_order");
+    servers.create_database(&db);
+    // `accepted` and a slow flush: the first write waits in an open batch
+    // while the second one's body arrives.
+    let proxy = Fluxgate::start(
+        "workers = 1",
+        &format!(
+            "[[backends]]\nname = \"a\"\nurl = \"http://127.0.0.1:{}\"\n\
+             [routes]\n_default_ = [\"a\"]\n[write]\nack = \"accepted\"\nflush_interval = \"300ms\"\n\
+             max_batch_bytes = \"256KiB\"\n",
+            servers.a.http_port
+        ),
+    );
+    let first = http::post(&write_url(&proxy, &db, ""), &[], b"ord v=1 5\n");
+    assert_eq!(first.status, 204, "{}", first.body);
+    // The same point again, inside a large body that arrives in pieces.
+    let mut body: String = (0..20_000)
+        .map(|i| format!("pad v={i} {}\n", 10 + i))
+        .collect();
+    body.push_str("ord v=2 5\n");
+    body.push_str("pad v=0 1\n");
+    let mut raw = Raw::connect(proxy.addr);
+    raw.post_in_pieces(&format!("/write?db={db}"), body.as_bytes(), 4);
+    assert_eq!(raw.read_response().status, 204);
+    // The later write wins, as it does against InfluxDB directly; it would
+    // not if the first write's batch left after the second's.
+    let value = || servers.a.points(&db, "ord").first().map(|p| p.1);
+    eventually(LANDING_TIMEOUT, "ord to hold the second value", || {
+        (value() == Some(2.0)).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(600)); // past the flush interval
+    assert_eq!(value(), Some(2.0));
+    let metrics = http::get(&proxy.url("/metrics")).body;
+    assert!(metric(&metrics, "fluxgate_lines_ingested_early_total").unwrap() > 0.0);
+}
+
+#[test]
 fn chunked_and_expect_continue_requests_work() {
     let servers = backends();
     let db = unique("framing");

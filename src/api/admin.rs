@@ -62,6 +62,11 @@ pub fn metrics(worker: &Worker) -> Response {
             worker_sum(|w| w.lines_invalid.load(Ordering::Relaxed)),
         ),
         (
+            "fluxgate_lines_ingested_early_total",
+            "Lines of plain write bodies validated and batched while the rest of the body was still arriving.",
+            worker_sum(|w| w.lines_ingested_early.load(Ordering::Relaxed)),
+        ),
+        (
             "fluxgate_batch_bodies_lent_total",
             "Batch bodies sent to a backend from their own pages (vmsplice + splice), once per backend and attempt.",
             bodies.lent.load(Ordering::Relaxed),

@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod early;
 pub mod ping;
 pub mod query;
 pub mod write;
@@ -13,6 +14,7 @@ use crate::server::request::{Head, Method};
 use crate::server::response::Response;
 use crate::server::worker::Worker;
 use auth::Access;
+use early::EarlyIngest;
 
 /// The `Authorization` header to send to backends for a client: its own
 /// header (Basic or Token) as is, or Basic built from its `u` and `p`
@@ -34,7 +36,13 @@ pub fn backend_authorization(
 
 /// Routes one request to its handler. `buf` holds the head; `body` is the
 /// request body as received (still compressed if it was sent gzip).
-pub async fn handle(worker: &Worker, head: &Head, buf: &[u8], body: &[u8]) -> Response {
+pub async fn handle(
+    worker: &Worker,
+    head: &Head,
+    buf: &[u8],
+    body: &[u8],
+    early: &mut EarlyIngest,
+) -> Response {
     // Requests that start after a reload see its config.
     worker.follow_reloads();
     let path = head.path(buf);
@@ -51,7 +59,7 @@ pub async fn handle(worker: &Worker, head: &Head, buf: &[u8], body: &[u8]) -> Re
     };
     match (head.method, path) {
         (Method::Get | Method::Head, "/ping") => ping::ping(head.query(buf)),
-        (Method::Post, "/write") => write::write(worker, &generation, head, buf, body).await,
+        (Method::Post, "/write") => write::write(worker, &generation, head, buf, body, early).await,
         // Without credentials only pass or fail: backend details are for users.
         (Method::Get | Method::Head, "/health") => {
             ping::health(worker, !generation.users.is_enabled() || identity.is_some())

@@ -14,6 +14,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use super::early::EarlyIngest;
 use crate::batch::{Batch, Batcher, Target};
 use crate::config::AckMode;
 use crate::error::ApiError;
@@ -99,15 +100,17 @@ impl WriteParams {
     }
 }
 
-/// Handles `POST /write`.
+/// Handles `POST /write`. `early` holds what the connection ingested of
+/// `body` while it arrived (see [`super::early`]).
 pub async fn write(
     worker: &Worker,
     generation: &Generation,
     head: &Head,
     buf: &[u8],
     body: &[u8],
+    early: &mut EarlyIngest,
 ) -> Response {
-    match try_write(worker, generation, head, buf, body).await {
+    match try_write(worker, generation, head, buf, body, early).await {
         Ok(()) => Response::no_content(),
         Err(e) => e.response(),
     }
@@ -122,6 +125,7 @@ async fn try_write(
     head: &Head,
     buf: &[u8],
     body: &[u8],
+    early: &mut EarlyIngest,
 ) -> Result<(), ApiError> {
     let mut params = WriteParams::parse(head.query(buf), head.authorization(buf))?;
     if generation.users.is_enabled() {
@@ -144,24 +148,30 @@ async fn try_write(
             measurement,
             ..
         } = state;
-        let body = if head.gzip {
-            gunzip.decompress(
-                body,
-                decompressed,
-                generation.config.server.max_decompressed_bytes.as_usize(),
-            )?;
-            &decompressed[..]
-        } else {
-            body
+        let (report, early_points) = match early.take(generation) {
+            Some(early) => early.commit(&generation.router, batcher, body),
+            None => {
+                let body = if head.gzip {
+                    gunzip.decompress(
+                        body,
+                        decompressed,
+                        generation.config.server.max_decompressed_bytes.as_usize(),
+                    )?;
+                    &decompressed[..]
+                } else {
+                    body
+                };
+                let report = ingest(
+                    &generation.router,
+                    batcher,
+                    measurement,
+                    &params.target(),
+                    body,
+                    received,
+                );
+                (report, 0)
+            }
         };
-        let report = ingest(
-            &generation.router,
-            batcher,
-            measurement,
-            &params.target(),
-            body,
-            received,
-        );
         let stats = &worker.stats;
         stats
             .lines_received
@@ -169,6 +179,9 @@ async fn try_write(
         stats
             .lines_invalid
             .fetch_add(report.dropped as u64, Ordering::Relaxed);
+        stats
+            .lines_ingested_early
+            .fetch_add(early_points as u64, Ordering::Relaxed);
         if decompressed.capacity() > RETAINED_DECOMPRESSED_BYTES {
             *decompressed = Vec::new();
         }
@@ -291,71 +304,147 @@ pub fn ingest(
     body: &[u8],
     received: SystemTime,
 ) -> IngestReport {
-    let mut report = IngestReport::default();
-    // " <timestamp>" for lines without one, formatted once per request.
-    let mut suffix_buf = [0u8; 24];
-    let suffix_len = {
-        let mut cursor = &mut suffix_buf[..];
-        let _ = write!(cursor, " {}", target.precision.timestamp(received));
-        24 - cursor.len()
-    };
-    let suffix = &suffix_buf[..suffix_len];
-    let now = Instant::now();
     batcher.begin_request();
     batcher.expect_bytes(body.len());
-    let max_line_bytes = batcher.max_line_bytes();
-    // Consecutive lines nearly always share a measurement: route it once.
-    let mut last_route: Option<(&[u8], Option<SetId>)> = None;
-    for (line_number, line) in scan_lines(body) {
+    let mut report = IngestReport::default();
+    Ingest::new(router, batcher, scratch, target, received, &mut report).all_points(body, 1);
+    report
+}
+
+/// Lines on their way into batches: one request's constants, and its report.
+pub(super) struct Ingest<'r, 'b> {
+    router: &'r Router,
+    batcher: &'r mut Batcher,
+    scratch: &'r mut Vec<u8>,
+    target: &'r Target<'r>,
+    /// " <receive time>" for lines without a timestamp.
+    suffix: ([u8; 24], usize),
+    now: Instant,
+    max_line_bytes: usize,
+    /// Consecutive lines nearly always share a measurement: route it once.
+    last_route: Option<(&'b [u8], Option<SetId>)>,
+    report: &'r mut IngestReport,
+}
+
+impl<'r, 'b> Ingest<'r, 'b> {
+    pub(super) fn new(
+        router: &'r Router,
+        batcher: &'r mut Batcher,
+        scratch: &'r mut Vec<u8>,
+        target: &'r Target<'r>,
+        received: SystemTime,
+        report: &'r mut IngestReport,
+    ) -> Self {
+        // Formatted once per call, not per line.
+        let mut suffix = [0u8; 24];
+        let suffix_len = {
+            let mut cursor = &mut suffix[..];
+            let _ = write!(cursor, " {}", target.precision.timestamp(received));
+            24 - cursor.len()
+        };
+        Ingest {
+            router,
+            max_line_bytes: batcher.max_line_bytes(),
+            batcher,
+            scratch,
+            target,
+            suffix: (suffix, suffix_len),
+            now: Instant::now(),
+            last_route: None,
+            report,
+        }
+    }
+
+    /// Ingests every point of `lines`, whose first physical line is line
+    /// `first_line` of the body.
+    pub(super) fn all_points(&mut self, lines: &'b [u8], first_line: usize) {
+        for (number, line) in scan_lines(lines) {
+            self.point(first_line + number - 1, line);
+        }
+    }
+
+    /// Ingests the points of `lines` that surely end inside it, whose first
+    /// physical line is line `first_line` of the body, and returns where the
+    /// first point not taken starts (it may continue past `lines`: a quoted
+    /// or escaped newline) and the number of its physical line.
+    pub(super) fn whole_points(&mut self, lines: &'b [u8], first_line: usize) -> (usize, usize) {
+        let mut points = scan_lines(lines);
+        loop {
+            let before = points.clone();
+            let Some((number, line)) = points.next() else {
+                break;
+            };
+            // A point the end of `lines` cut short (inside a string) ends
+            // there too; so does one whose newline is the last byte: both wait.
+            if points.position().0 == lines.len() {
+                points = before;
+                break;
+            }
+            self.point(first_line + number - 1, line);
+        }
+        let (offset, line) = points.position();
+        (offset, first_line + line - 1)
+    }
+
+    fn point(&mut self, line_number: usize, line: &'b [u8]) {
         let parsed = match parse_line(line) {
             Ok(parsed) => parsed,
             Err(reason) => {
-                report.reject(line_number, |out| {
+                self.report.reject(line_number, |out| {
                     let _ = write!(out, "unable to parse '{}': {reason}", Quoted(line));
                 });
-                continue;
+                return;
             }
         };
-        if line.len() + suffix.len() + 1 > max_line_bytes {
-            report.reject(line_number, |out| {
+        let suffix_len = if parsed.has_timestamp {
+            0
+        } else {
+            self.suffix.1
+        };
+        if line.len() + suffix_len + 1 > self.max_line_bytes {
+            let max_line_bytes = self.max_line_bytes;
+            self.report.reject(line_number, |out| {
                 let _ = write!(
                     out,
                     "unable to parse '{}': line longer than write.max_batch_bytes ({max_line_bytes} bytes)",
                     Quoted(line)
                 );
             });
-            continue;
+            return;
         }
         let raw_measurement = &line[..parsed.measurement_end];
-        let set = match last_route {
-            Some((previous, set)) if previous == raw_measurement => set,
-            _ => {
-                let set = if parsed.measurement_escaped {
-                    scratch.clear();
-                    unescape_measurement(raw_measurement, scratch);
-                    router.route(scratch)
-                } else {
-                    router.route(raw_measurement)
-                };
-                last_route = Some((raw_measurement, set));
-                set
-            }
-        };
-        let Some(set) = set else {
-            report.reject(line_number, |out| {
+        let Some(set) = self.route(raw_measurement, parsed.measurement_escaped) else {
+            self.report.reject(line_number, |out| {
                 let _ = write!(
                     out,
                     "no route for measurement '{}': add a route for it or a _default_ route",
                     Quoted(raw_measurement)
                 );
             });
-            continue;
+            return;
         };
-        let line_suffix: &[u8] = if parsed.has_timestamp { b"" } else { suffix };
-        batcher.append(set, target, line, line_suffix, now);
-        report.accepted += 1;
+        let suffix = &self.suffix.0[..suffix_len];
+        self.batcher
+            .append(set, self.target, line, suffix, self.now);
+        self.report.accepted += 1;
     }
-    report
+
+    fn route(&mut self, raw_measurement: &'b [u8], escaped: bool) -> Option<SetId> {
+        match self.last_route {
+            Some((previous, set)) if previous == raw_measurement => set,
+            _ => {
+                let set = if escaped {
+                    self.scratch.clear();
+                    unescape_measurement(raw_measurement, self.scratch);
+                    self.router.route(self.scratch)
+                } else {
+                    self.router.route(raw_measurement)
+                };
+                self.last_route = Some((raw_measurement, set));
+                set
+            }
+        }
+    }
 }
 
 /// A line quoted in an error message: lossy UTF-8, cut at `MAX_QUOTED_LINE_BYTES`.
@@ -378,6 +467,7 @@ impl std::fmt::Display for Quoted<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::early::Partial;
     use crate::config::Config;
 
     fn router(routes: &str) -> Router {
@@ -388,13 +478,16 @@ mod tests {
         Router::new(&config)
     }
 
-    /// Ingests `body` and returns the report and the batches' bodies per set.
-    fn run(
+    /// The report and the batches (set, body, lines) of ingesting `body`:
+    /// at the end, or, with `reads` (lengths of the body so far), partly
+    /// while it arrives and the rest at the end.
+    fn ingest_after_reads(
         router: &Router,
-        body: &str,
+        body: &[u8],
+        reads: Option<&[usize]>,
         precision: Precision,
-    ) -> (IngestReport, Vec<(u32, String)>) {
-        let mut batcher = Batcher::new(router.set_count(), 1 << 20);
+        max_batch_bytes: usize,
+    ) -> (IngestReport, Vec<(u32, String, usize)>) {
         let target = Target {
             db: "db",
             rp: None,
@@ -402,19 +495,50 @@ mod tests {
             authorization: None,
         };
         let received = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        let mut scratch = Vec::new();
-        let report = ingest(
-            router,
-            &mut batcher,
-            &mut scratch,
-            &target,
-            body.as_bytes(),
-            received,
-        );
-        batcher.flush_all();
+        let (report, mut batcher) = match reads {
+            None => {
+                let mut batcher = Batcher::new(router.set_count(), max_batch_bytes);
+                let mut scratch = Vec::new();
+                let report = ingest(router, &mut batcher, &mut scratch, &target, body, received);
+                batcher.flush_all();
+                (report, batcher)
+            }
+            Some(reads) => {
+                let mut partial = Partial::new(router.set_count(), max_batch_bytes, body.len());
+                for &read in reads {
+                    partial.advance(router, &target, received, &body[..read]);
+                }
+                partial.finish(router, &target, received, body)
+            }
+        };
         let batches = batcher
             .take_ready()
-            .map(|(set, batch)| (set.0, String::from_utf8(batch.body.to_vec()).unwrap()))
+            .map(|(set, batch)| {
+                let text = String::from_utf8_lossy(batch.body.as_ref()).into_owned();
+                (set.0, text, batch.lines)
+            })
+            .collect();
+        (report, batches)
+    }
+
+    /// Ingests `body` and returns the report and the batches' bodies per set,
+    /// after checking that ingesting it partly while it arrives, whatever the
+    /// reads, comes out exactly as ingesting it at the end.
+    fn run(
+        router: &Router,
+        body: &str,
+        precision: Precision,
+    ) -> (IngestReport, Vec<(u32, String)>) {
+        let body = body.as_bytes();
+        let at_the_end = ingest_after_reads(router, body, None, precision, 1 << 20);
+        for read in 0..=body.len() {
+            let early = ingest_after_reads(router, body, Some(&[read]), precision, 1 << 20);
+            assert_eq!(early, at_the_end, "ingested early up to byte {read}");
+        }
+        let (report, batches) = at_the_end;
+        let batches = batches
+            .into_iter()
+            .map(|(set, body, _)| (set, body))
             .collect();
         (report, batches)
     }
@@ -507,31 +631,80 @@ mod tests {
     #[test]
     fn a_line_longer_than_a_batch_is_refused() {
         let r = router("_default_ = [\"a\"]");
-        let mut batcher = Batcher::new(r.set_count(), 64);
-        let target = Target {
-            db: "db",
-            rp: None,
-            precision: Precision::Nanoseconds,
-            authorization: None,
-        };
         let long = format!("m v=\"{}\" 1", "x".repeat(100));
-        let body = format!("m v=1 1\n{long}\nm v=2 2\n");
-        let report = ingest(
-            &r,
-            &mut batcher,
-            &mut Vec::new(),
-            &target,
-            body.as_bytes(),
-            SystemTime::now(),
-        );
-        assert_eq!((report.accepted, report.dropped), (2, 1));
-        assert!(
-            report
-                .errors
-                .ends_with("line longer than write.max_batch_bytes (64 bytes) (line 2)"),
-            "{}",
-            report.errors
-        );
+        // Without a timestamp, the one added must fit too.
+        let almost = format!("m v={}", "1".repeat(50));
+        for body in [
+            format!("m v=1 1\n{long}\nm v=2 2\n"),
+            format!("m v=1\n{almost}\nm v=2\n"),
+        ] {
+            let body = body.as_bytes();
+            let at_the_end = ingest_after_reads(&r, body, None, Precision::Nanoseconds, 64);
+            let (report, batches) = &at_the_end;
+            assert_eq!((report.accepted, report.dropped), (2, 1));
+            assert!(
+                report
+                    .errors
+                    .ends_with("line longer than write.max_batch_bytes (64 bytes) (line 2)"),
+                "{}",
+                report.errors
+            );
+            assert_eq!(batches.iter().map(|b| b.2).sum::<usize>(), 2);
+            for read in 0..=body.len() {
+                let early = ingest_after_reads(&r, body, Some(&[read]), Precision::Nanoseconds, 64);
+                assert_eq!(early, at_the_end, "ingested early up to byte {read}");
+            }
+        }
+    }
+
+    /// Lines of every kind the scanner and validator tell apart.
+    const LINES: &[&str] = &[
+        "cpu,host=a,region=b usage=1.5,idle=2 1700000000000000000",
+        "cpu,host=b usage=2 1700000000000000001",
+        "cpu usage=3",
+        "mem,host=a used=10i 5",
+        "mem used=11i",
+        "disk free=1 1",
+        "my\\ cpu v=1 1",
+        "cpu s=\"a b\",v=1 2",
+        "cpu s=\"multi\nline\" 3",
+        "cpu v=1 2\\",
+        "",
+        "# a comment",
+        "  cpu v=1 4",
+        "cpu v=1 5  ",
+        "cpu v=1 6\r",
+        "cpu v=oops 7",
+        "cpu",
+        "cpu v=\"unterminated 8",
+        "cpu,host=a v=1,w=2,x=3,y=4,z=5 1700000000000000002",
+    ];
+
+    proptest::proptest! {
+        #[test]
+        fn ingesting_early_never_changes_what_is_written(
+            picks in proptest::collection::vec(0..LINES.len(), 0..40),
+            final_newline: bool,
+            read_fractions in proptest::collection::vec(0.0..1.0f64, 0..6),
+            max_batch_bytes in 40usize..400,
+        ) {
+            let r = router("_default_ = [\"a\"]\nmem = [\"b\"]\ncpu = [\"a\", \"b\"]");
+            let mut body = picks.iter().map(|&i| LINES[i]).collect::<Vec<_>>().join("\n");
+            if final_newline {
+                body.push('\n');
+            }
+            let body = body.as_bytes();
+            let mut reads: Vec<usize> = read_fractions
+                .iter()
+                .map(|f| (f * body.len() as f64) as usize)
+                .collect();
+            reads.sort_unstable();
+            let at_the_end =
+                ingest_after_reads(&r, body, None, Precision::Nanoseconds, max_batch_bytes);
+            let early =
+                ingest_after_reads(&r, body, Some(&reads), Precision::Nanoseconds, max_batch_bytes);
+            proptest::prop_assert_eq!(early, at_the_end);
+        }
     }
 
     #[test]

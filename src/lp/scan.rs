@@ -56,6 +56,13 @@ pub struct Lines<'a> {
     line: usize,
 }
 
+impl Lines<'_> {
+    /// Where the next physical line starts in the body, and its 1-based number.
+    pub fn position(&self) -> (usize, usize) {
+        (self.pos, self.line)
+    }
+}
+
 impl<'a> Iterator for Lines<'a> {
     type Item = (usize, &'a [u8]);
 

@@ -7,6 +7,7 @@
 //! `buf` for the next round.
 
 use std::io;
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use monoio::buf::IoBufMut;
@@ -17,6 +18,7 @@ use super::request::{parse_head, Framing, Head, Method};
 use super::response::{Body, CONTINUE};
 use super::worker::Worker;
 use crate::api;
+use crate::api::early::EarlyIngest;
 use crate::chunked::ChunkedDecoder;
 use crate::error::ApiError;
 use crate::query::backend::{BodyReader, ConnectionPool, Framing as AnswerFraming, OpenAnswer};
@@ -45,6 +47,8 @@ struct Conn {
     stream: TcpStream,
     buf: Vec<u8>,
     body: Vec<u8>,
+    /// What a write body in `buf` had ingested while the rest of it arrived.
+    early: EarlyIngest,
     out: Vec<u8>,
     /// Longest wait for the client to take bytes we write (`server.read_timeout`):
     /// a client that stops reading cannot pin the connection.
@@ -60,6 +64,7 @@ pub async fn serve(stream: TcpStream, worker: &Worker) {
         stream,
         buf: Vec::with_capacity(INITIAL_BUFFER_BYTES),
         body: Vec::new(),
+        early: EarlyIngest::default(),
         out: Vec::with_capacity(1024),
         write_timeout: server.read_timeout,
     };
@@ -93,7 +98,7 @@ pub async fn serve(stream: TcpStream, worker: &Worker) {
         // Latency is measured from a complete head to the answer sent.
         let started = Instant::now();
         let body_end = match conn
-            .read_body(&head, server.read_timeout, deadline, max_body_bytes)
+            .read_body(worker, &head, server.read_timeout, deadline, max_body_bytes)
             .await
         {
             Ok(end) => end,
@@ -105,7 +110,9 @@ pub async fn serve(stream: TcpStream, worker: &Worker) {
             Framing::Chunked => &conn.body,
             _ => &conn.buf[head.len..body_end],
         };
-        let response = api::handle(worker, &head, &conn.buf, body).await;
+        let response = api::handle(worker, &head, &conn.buf, body, &mut conn.early).await;
+        // A request answered without its early batches (refused, failed) leaves them unsent.
+        conn.early.clear();
 
         let keep_alive =
             head.keep_alive && response.keeps_connection() && !worker.stopping.is_fired();
@@ -179,10 +186,12 @@ impl Conn {
 
     /// Reads the body announced by `head`. Returns the end of the request in
     /// `buf` (head plus Content-Length body; only the head for chunked bodies,
-    /// whose decoded bytes are in `self.body`).
+    /// whose decoded bytes are in `self.body`). A plain write body's points are
+    /// ingested between reads, while the rest is on its way (`early`).
     /// `Err(None)` means the connection ended without anything left to answer.
     async fn read_body(
         &mut self,
+        worker: &Worker,
         head: &Head,
         wait: Duration,
         deadline: Instant,
@@ -195,6 +204,7 @@ impl Conn {
             self.out.extend_from_slice(CONTINUE);
             self.write_out().await.map_err(|_| None)?;
         }
+        self.early.clear();
         match head.framing {
             Framing::None => Ok(head.len),
             Framing::Length(length) => {
@@ -202,7 +212,20 @@ impl Conn {
                 // Allocate only for bytes that are coming: the length was checked
                 // against max_body_bytes when the head was parsed.
                 self.buf.reserve(end.saturating_sub(self.buf.len()));
+                if self.buf.len() < end {
+                    self.early
+                        .begin(&worker.generation(), head, &self.buf, length);
+                }
                 while self.buf.len() < end {
+                    if self.early.is_active() {
+                        // Bytes already here are taken first, while the kernel's
+                        // copy of them is warm; the wait for the next ones is
+                        // what early ingestion fills.
+                        if self.read_ready().map_err(|()| None)? {
+                            continue;
+                        }
+                        self.early.advance(&self.buf[head.len..]);
+                    }
                     self.read_body_bytes(until(deadline, wait)).await?;
                 }
                 Ok(end)
@@ -227,6 +250,35 @@ impl Conn {
                 self.buf.drain(head.len..pos);
                 Ok(head.len)
             }
+        }
+    }
+
+    /// Reads what the socket holds right now into `buf`'s spare room, without
+    /// waiting: whether there was anything. `Err` at the end of the stream or
+    /// on an error.
+    fn read_ready(&mut self) -> Result<bool, ()> {
+        let spare = self.buf.spare_capacity_mut();
+        // SAFETY: the kernel writes at most `spare.len()` bytes into `spare`,
+        // memory `buf` owns; only the bytes it reports written are used.
+        let read = unsafe {
+            libc::recv(
+                self.stream.as_raw_fd(),
+                spare.as_mut_ptr().cast(),
+                spare.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        match read {
+            0 => Err(()),
+            n if n > 0 => {
+                // SAFETY: the kernel initialised these `n` bytes.
+                unsafe { self.buf.set_len(self.buf.len() + n as usize) };
+                Ok(true)
+            }
+            _ => match io::Error::last_os_error().kind() {
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(false),
+                _ => Err(()),
+            },
         }
     }
 

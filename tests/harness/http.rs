@@ -107,6 +107,23 @@ impl Raw {
         self.stream.write_all(bytes).expect("send");
     }
 
+    /// Sends a POST of `body` to `path_and_query` with its Content-Length,
+    /// the body in `pieces` pieces 10 ms apart, as a slow link delivers it
+    /// (fluxgate reads each piece on its own).
+    pub fn post_in_pieces(&mut self, path_and_query: &str, body: &[u8], pieces: usize) {
+        self.send(
+            format!(
+                "POST {path_and_query} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            )
+            .as_bytes(),
+        );
+        for piece in body.chunks(body.len() / pieces + 1) {
+            self.send(piece);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Reads one response (head, and a Content-Length body if any).
     pub fn read_response(&mut self) -> Reply {
         loop {

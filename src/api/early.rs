@@ -1,0 +1,305 @@
+//! Ingesting a plain write body while the rest of it still arrives.
+//!
+//! A large body comes in over many reads, and over a real link it takes
+//! milliseconds to arrive. Whenever the connection would wait for more, it
+//! hands the bytes so far to [`EarlyIngest::advance`], which validates,
+//! routes and copies their whole points into batches of the request's own
+//! ([`Partial`]), while they are still in the cache. When the body is complete, `/write` ingests the
+//! rest and commits: the worker's open batches these batches follow are
+//! frozen first (so a connection's writes reach each backend in order), then
+//! the request's batches join the worker's frozen ones. A body that is cut
+//! off, times out or is refused commits nothing: its batches are dropped
+//! unsent.
+//!
+//! The points, their order and the answer are those of ingesting the body at
+//! the end; only where its batches start and when they are made differ.
+//! Only bodies of at least half a batch
+//! (`write.max_batch_bytes`) are ingested early: a smaller one would become a
+//! small batch of its own, where the ordinary path lets it share a batch with
+//! the requests around it. Those, bodies that arrive in one read, gzip and
+//! chunked bodies take the ordinary path (`ingest`).
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use memchr::memrchr;
+
+use super::write::{Ingest, IngestReport, WriteParams};
+use crate::batch::{Batcher, Target};
+use crate::generation::Generation;
+use crate::route::Router;
+use crate::server::request::{Head, Method};
+
+/// Longest stretch of a body left for a later read: past it (a point that
+/// runs on over many lines, such as an unterminated string), the rest of the
+/// body waits for the end, so no byte is scanned again and again.
+const MAX_PENDING_BYTES: usize = 64 << 10;
+
+/// The part of one body ingested so far, into batches of its own.
+pub struct Partial {
+    batcher: Batcher,
+    scratch: Vec<u8>,
+    report: IngestReport,
+    /// `body[..consumed]` is ingested; it ends where a point starts.
+    consumed: usize,
+    /// Number of the physical line starting at `consumed`.
+    next_line: usize,
+    /// Points taken before the body was complete.
+    early_points: usize,
+    /// Too much is pending: the rest waits for [`finish`](Self::finish).
+    stopped: bool,
+}
+
+impl Partial {
+    /// For a body of `body_bytes` bytes, batched as the worker would
+    /// (`set_count` backend sets, `max_batch_bytes`).
+    pub fn new(set_count: usize, max_batch_bytes: usize, body_bytes: usize) -> Partial {
+        let mut batcher = Batcher::new(set_count, max_batch_bytes);
+        batcher.begin_request();
+        batcher.expect_bytes(body_bytes);
+        Partial {
+            batcher,
+            scratch: Vec::new(),
+            report: IngestReport::default(),
+            consumed: 0,
+            next_line: 1,
+            early_points: 0,
+            stopped: false,
+        }
+    }
+
+    /// Ingests the whole points of `arrived` (the body's first bytes; a
+    /// longer prefix of the same body on every call) past what earlier calls
+    /// took.
+    pub fn advance(
+        &mut self,
+        router: &Router,
+        target: &Target<'_>,
+        received: SystemTime,
+        arrived: &[u8],
+    ) {
+        if self.stopped {
+            return;
+        }
+        let Some(last_newline) = memrchr(b'\n', &arrived[self.consumed..]) else {
+            self.stopped = arrived.len() - self.consumed > MAX_PENDING_BYTES;
+            return;
+        };
+        let lines = &arrived[self.consumed..self.consumed + last_newline + 1];
+        let (accepted, first_line) = (self.report.accepted + self.report.dropped, self.next_line);
+        let (taken, next_line) = self
+            .ingest(router, target, received)
+            .whole_points(lines, first_line);
+        self.early_points += self.report.accepted + self.report.dropped - accepted;
+        self.consumed += taken;
+        self.next_line = next_line;
+        self.stopped = arrived.len() - self.consumed > MAX_PENDING_BYTES;
+    }
+
+    /// Ingests the rest of the complete `body` and freezes every batch:
+    /// the report for the whole body, and its batches in order.
+    pub fn finish(
+        mut self,
+        router: &Router,
+        target: &Target<'_>,
+        received: SystemTime,
+        body: &[u8],
+    ) -> (IngestReport, Batcher) {
+        let (rest, first_line) = (&body[self.consumed..], self.next_line);
+        self.ingest(router, target, received)
+            .all_points(rest, first_line);
+        self.batcher.flush_all();
+        (self.report, self.batcher)
+    }
+
+    /// Ingestion into this body's own batches and report.
+    fn ingest<'r, 'b>(
+        &'r mut self,
+        router: &'r Router,
+        target: &'r Target<'r>,
+        received: SystemTime,
+    ) -> Ingest<'r, 'b> {
+        Ingest::new(
+            router,
+            &mut self.batcher,
+            &mut self.scratch,
+            target,
+            received,
+            &mut self.report,
+        )
+    }
+
+    /// Points taken before the body was complete, valid or not.
+    pub fn early_points(&self) -> usize {
+        self.early_points
+    }
+}
+
+/// One connection's early ingestion of the request it is reading.
+#[derive(Default)]
+pub struct EarlyIngest(Option<Started>);
+
+struct Started {
+    /// The generation the points were routed by; the request commits them
+    /// only if the worker still batches by it.
+    generation: Arc<Generation>,
+    params: WriteParams,
+    /// The timestamp of points without one: when the head arrived.
+    received: SystemTime,
+    partial: Partial,
+}
+
+impl EarlyIngest {
+    /// Starts ingesting the body of `head` (`body` bytes) as it arrives if
+    /// it is a plain write of at least half a batch whose parameters are
+    /// valid (an invalid one is answered by `/write` as usual); otherwise
+    /// forgets any earlier request.
+    pub fn begin(&mut self, generation: &Arc<Generation>, head: &Head, buf: &[u8], body: usize) {
+        self.0 = None;
+        let max_batch_bytes = generation.config.write.max_batch_bytes.as_usize();
+        let plain_write = head.method == Method::Post && !head.gzip && head.path(buf) == "/write";
+        if !plain_write || body < max_batch_bytes / 2 {
+            return;
+        }
+        let Ok(mut params) = WriteParams::parse(head.query(buf), head.authorization(buf)) else {
+            return;
+        };
+        if generation.users.is_enabled() {
+            // As in `/write`: the client's credentials are fluxgate's own.
+            params.authorization = None;
+        }
+        let partial = Partial::new(generation.router.set_count(), max_batch_bytes, body);
+        self.0 = Some(Started {
+            generation: generation.clone(),
+            params,
+            received: SystemTime::now(),
+            partial,
+        });
+    }
+
+    /// Whether the current request's body is being ingested as it arrives.
+    pub fn is_active(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// Ingests the whole points of `arrived`, the body so far.
+    pub fn advance(&mut self, arrived: &[u8]) {
+        if let Some(started) = &mut self.0 {
+            let target = started.params.target();
+            let router = &started.generation.router;
+            started
+                .partial
+                .advance(router, &target, started.received, arrived);
+        }
+    }
+
+    /// The early ingestion of the current request, if the worker still
+    /// batches by the generation it was routed by (`current`). Either way,
+    /// nothing is left for the next request.
+    pub fn take(&mut self, current: &Arc<Generation>) -> Option<Committable> {
+        let started = self.0.take()?;
+        Arc::ptr_eq(&started.generation, current).then_some(Committable(started))
+    }
+
+    /// Drops what the current request ingested early, unsent.
+    pub fn clear(&mut self) {
+        self.0 = None;
+    }
+}
+
+/// A request's early ingestion, ready to be finished once its body is whole.
+pub struct Committable(Started);
+
+impl Committable {
+    /// Ingests the rest of `body` and moves the request's batches behind
+    /// the worker's open batches they follow (see the module docs); returns
+    /// the report and how many points were ingested early.
+    pub fn commit(
+        self,
+        router: &Router,
+        worker_batcher: &mut Batcher,
+        body: &[u8],
+    ) -> (IngestReport, usize) {
+        let Started {
+            params,
+            received,
+            partial,
+            ..
+        } = self.0;
+        let target = params.target();
+        let early = partial.early_points();
+        let (report, mut batcher) = partial.finish(router, &target, received, body);
+        worker_batcher.begin_request();
+        for (set, batch) in batcher.take_ready() {
+            worker_batcher.adopt(set, &target, batch);
+        }
+        (report, early)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::lp::precision::Precision;
+
+    const TARGET: Target<'static> = Target {
+        db: "db",
+        rp: None,
+        precision: Precision::Nanoseconds,
+        authorization: None,
+    };
+
+    fn router() -> Router {
+        let config = Config::from_toml(
+            "[[backends]]\nname = \"a\"\nurl = \"http://h:1\"\n[routes]\n_default_ = [\"a\"]",
+        )
+        .unwrap();
+        Router::new(&config)
+    }
+
+    #[test]
+    fn whole_points_are_taken_as_they_arrive_and_the_last_one_waits() {
+        let router = router();
+        let body = b"m v=1 1\nm v=2 2\nm v=3 3\n";
+        let mut partial = Partial::new(1, 1 << 20, body.len());
+        let received = SystemTime::now();
+        partial.advance(&router, &TARGET, received, &body[..12]);
+        // "m v=1 1" ends at the last byte so far, where a point the read cut
+        // short (inside a string) would end too: it waits.
+        assert_eq!((partial.early_points(), partial.consumed), (0, 0));
+        partial.advance(&router, &TARGET, received, &body[..20]);
+        assert_eq!((partial.early_points(), partial.consumed), (1, 8));
+        partial.advance(&router, &TARGET, received, body);
+        assert_eq!((partial.early_points(), partial.consumed), (2, 16));
+        let (report, mut batcher) = partial.finish(&router, &TARGET, received, body);
+        assert_eq!(report.accepted, 3);
+        let batches: Vec<_> = batcher.take_ready().map(|(_, b)| b.lines).collect();
+        assert_eq!(batches, [3]);
+    }
+
+    #[test]
+    fn a_point_running_on_past_the_pending_limit_stops_early_ingestion() {
+        let router = router();
+        // An unterminated string swallows every later line.
+        let mut body = b"m v=1 1\nm s=\"".to_vec();
+        while body.len() < 3 * MAX_PENDING_BYTES {
+            body.extend_from_slice(b"x v=1 1\n");
+        }
+        let mut partial = Partial::new(1, 1 << 20, body.len());
+        let received = SystemTime::now();
+        let mut read = 0;
+        while !partial.stopped {
+            read += 4096;
+            assert!(
+                read < 2 * MAX_PENDING_BYTES,
+                "still going after {read} bytes"
+            );
+            partial.advance(&router, &TARGET, received, &body[..read]);
+        }
+        assert_eq!((partial.early_points(), partial.consumed), (1, 8));
+        // The rest is ingested at the end, as without early ingestion.
+        let (report, _) = partial.finish(&router, &TARGET, received, &body);
+        assert_eq!((report.accepted, report.dropped), (1, 1));
+    }
+}
