@@ -131,7 +131,7 @@ fn whole_ingest(c: &mut Criterion) {
                 let mut partial = Partial::new(router.set_count(), 1 << 20, body.len());
                 for quarter in 1..4 {
                     let arrived = &body[..body.len() * quarter / 4];
-                    partial.advance(&router, &target, SystemTime::now(), arrived);
+                    partial.advance(&router, &target, arrived);
                 }
                 let (report, mut own) = partial.finish(&router, &target, SystemTime::now(), body);
                 assert_eq!(report.accepted, scenario.lines);

@@ -93,7 +93,7 @@ fn ingested_early(router: &Router, target: &Target<'_>, body: &[u8], lines: usiz
     let allocations = allocations_during(|| {
         let mut partial = Partial::new(router.set_count(), 64 << 20, body.len());
         for read in [body.len() / 3, body.len() * 2 / 3] {
-            partial.advance(router, target, SystemTime::now(), &body[..read]);
+            partial.advance(router, target, &body[..read]);
         }
         let (report, batcher) = partial.finish(router, target, SystemTime::now(), body);
         assert_eq!(report.accepted, lines);

@@ -64,6 +64,47 @@ fn sigterm_flushes_every_accepted_point_before_exit() {
 }
 
 #[test]
+fn writer_and_recovery_threads_give_way_to_the_workers() {
+    let servers = backends();
+    let proxy = Fluxgate::start(
+        "workers = 1",
+        &format!(
+            "[[backends]]\nname = \"a\"\nurl = \"http://127.0.0.1:{}\"\n[routes]\n_default_ = [\"a\"]\n",
+            servers.a.http_port
+        ),
+    );
+    // The nice value of each thread whose name starts with `prefix` (the
+    // kernel keeps 15 bytes of a name), from /proc/PID/task/*/stat.
+    let nice_of = |prefix: &str| -> Vec<i64> {
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", proxy.pid())).unwrap();
+        tasks
+            .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("stat")).ok())
+            .filter_map(|stat| {
+                let (name, rest) = stat.split_once(" (")?.1.rsplit_once(") ")?;
+                // After the name: state is field 3, nice field 19.
+                let nice = rest.split(' ').nth(16)?.parse().ok()?;
+                name.starts_with(prefix).then_some(nice)
+            })
+            .collect()
+    };
+    let worker = nice_of("fluxgate-worker");
+    assert_eq!(worker.len(), 1, "one worker thread");
+    let lower = (worker[0] + 10).min(19);
+    // Each thread lowers its own priority as it starts.
+    eventually(
+        Duration::from_secs(10),
+        "writers and recovery niced",
+        || {
+            let (writers, recovery) = (nice_of("fluxgate-writer"), nice_of("fluxgate-recove"));
+            let niced = !writers.is_empty()
+                && recovery.len() == 1
+                && writers.iter().chain(&recovery).all(|&nice| nice == lower);
+            niced.then_some(())
+        },
+    );
+}
+
+#[test]
 fn a_down_backend_gets_its_points_once_it_is_back() {
     let mut server = Influxd::start();
     let db = unique("retry");

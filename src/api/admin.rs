@@ -63,7 +63,7 @@ pub fn metrics(worker: &Worker) -> Response {
         ),
         (
             "fluxgate_lines_ingested_early_total",
-            "Lines of plain write bodies validated and batched while the rest of the body was still arriving.",
+            "Lines of plain write bodies taken (validated, and batched if valid) while the rest of the body was still arriving.",
             worker_sum(|w| w.lines_ingested_early.load(Ordering::Relaxed)),
         ),
         (

@@ -89,6 +89,24 @@ pub async fn authorize(
     Ok(Some(identity))
 }
 
+/// Whether a request for a user endpoint (`/write`) would pass [`authorize`]
+/// without waiting: no users are configured, or its credentials were
+/// verified before (a first verification, PBKDF2, is never started here).
+pub fn is_known_writer(generation: &Generation, head: &Head, buf: &[u8]) -> bool {
+    if !generation.users.is_enabled() {
+        return true;
+    }
+    let (user, password) = user_and_password(head.query(buf));
+    let Ok(credentials) = crate::auth::credentials(
+        head.authorization(buf),
+        user.as_deref(),
+        password.as_deref(),
+    ) else {
+        return false;
+    };
+    matches!(generation.users.try_authenticate(&credentials), Some(Ok(_)))
+}
+
 /// The decoded `u` and `p` query parameters (InfluxDB reads them from the URL only).
 fn user_and_password(query: &str) -> (Option<String>, Option<String>) {
     let (mut user, mut password) = (None, None);

@@ -24,15 +24,18 @@ use std::time::SystemTime;
 
 use memchr::memrchr;
 
+use super::auth;
 use super::write::{Ingest, IngestReport, WriteParams};
 use crate::batch::{Batcher, Target};
 use crate::generation::Generation;
 use crate::route::Router;
 use crate::server::request::{Head, Method};
+use crate::server::worker::Worker;
 
-/// Longest stretch of a body left for a later read: past it (a point that
-/// runs on over many lines, such as an unterminated string), the rest of the
-/// body waits for the end, so no byte is scanned again and again.
+/// Longest stretch of a body left for a later read: once a walk leaves more
+/// waiting (a point that runs on over many lines, such as an unterminated
+/// string), the rest of the body waits for the end. Walks happen as the
+/// waiting stretch doubles, so this is noticed by twice the limit.
 const MAX_PENDING_BYTES: usize = 64 << 10;
 
 /// The part of one body ingested so far, into batches of its own.
@@ -44,9 +47,15 @@ pub struct Partial {
     consumed: usize,
     /// Number of the physical line starting at `consumed`.
     next_line: usize,
+    /// How far the last walk looked: bytes after `consumed` it left waiting
+    /// are walked again only once as many new ones have arrived, so no
+    /// stretch is scanned more than a few times.
+    walked: usize,
     /// Points taken before the body was complete.
     early_points: usize,
-    /// Too much is pending: the rest waits for [`finish`](Self::finish).
+    /// The rest waits for [`finish`](Self::finish): a point without a
+    /// timestamp (it gets the time the body is received), or too much
+    /// pending.
     stopped: bool,
 }
 
@@ -63,6 +72,7 @@ impl Partial {
             report: IngestReport::default(),
             consumed: 0,
             next_line: 1,
+            walked: 0,
             early_points: 0,
             stopped: false,
         }
@@ -71,13 +81,7 @@ impl Partial {
     /// Ingests the whole points of `arrived` (the body's first bytes; a
     /// longer prefix of the same body on every call) past what earlier calls
     /// took.
-    pub fn advance(
-        &mut self,
-        router: &Router,
-        target: &Target<'_>,
-        received: SystemTime,
-        arrived: &[u8],
-    ) {
+    pub fn advance(&mut self, router: &Router, target: &Target<'_>, arrived: &[u8]) {
         if self.stopped {
             return;
         }
@@ -85,19 +89,26 @@ impl Partial {
             self.stopped = arrived.len() - self.consumed > MAX_PENDING_BYTES;
             return;
         };
-        let lines = &arrived[self.consumed..self.consumed + last_newline + 1];
-        let (accepted, first_line) = (self.report.accepted + self.report.dropped, self.next_line);
-        let (taken, next_line) = self
-            .ingest(router, target, received)
+        let end = self.consumed + last_newline + 1;
+        let waiting = self.walked.saturating_sub(self.consumed);
+        if end.saturating_sub(self.walked) < waiting {
+            return;
+        }
+        let (before, first_line) = (self.report.accepted + self.report.dropped, self.next_line);
+        let lines = &arrived[self.consumed..end];
+        let (taken, next_line, needs_time) = self
+            .ingest(router, target, None)
             .whole_points(lines, first_line);
-        self.early_points += self.report.accepted + self.report.dropped - accepted;
+        self.early_points += self.report.accepted + self.report.dropped - before;
         self.consumed += taken;
         self.next_line = next_line;
-        self.stopped = arrived.len() - self.consumed > MAX_PENDING_BYTES;
+        self.walked = end;
+        self.stopped = needs_time || arrived.len() - self.consumed > MAX_PENDING_BYTES;
     }
 
-    /// Ingests the rest of the complete `body` and freezes every batch:
-    /// the report for the whole body, and its batches in order.
+    /// Ingests the rest of the complete `body`, giving points without a
+    /// timestamp `received`, and freezes every batch: the report for the
+    /// whole body, and its batches in order.
     pub fn finish(
         mut self,
         router: &Router,
@@ -106,7 +117,7 @@ impl Partial {
         body: &[u8],
     ) -> (IngestReport, Batcher) {
         let (rest, first_line) = (&body[self.consumed..], self.next_line);
-        self.ingest(router, target, received)
+        self.ingest(router, target, Some(received))
             .all_points(rest, first_line);
         self.batcher.flush_all();
         (self.report, self.batcher)
@@ -117,7 +128,7 @@ impl Partial {
         &'r mut self,
         router: &'r Router,
         target: &'r Target<'r>,
-        received: SystemTime,
+        received: Option<SystemTime>,
     ) -> Ingest<'r, 'b> {
         Ingest::new(
             router,
@@ -144,21 +155,27 @@ struct Started {
     /// only if the worker still batches by it.
     generation: Arc<Generation>,
     params: WriteParams,
-    /// The timestamp of points without one: when the head arrived.
-    received: SystemTime,
     partial: Partial,
 }
 
 impl EarlyIngest {
     /// Starts ingesting the body of `head` (`body` bytes) as it arrives if
-    /// it is a plain write of at least half a batch whose parameters are
-    /// valid (an invalid one is answered by `/write` as usual); otherwise
-    /// forgets any earlier request.
-    pub fn begin(&mut self, generation: &Arc<Generation>, head: &Head, buf: &[u8], body: usize) {
+    /// it is a plain write of at least half a batch, from a client already
+    /// known to be allowed to write (no PBKDF2 verification runs here), with
+    /// valid parameters (an invalid one is answered by `/write` as usual),
+    /// while `worker` has room in its backends' queues (a write that would
+    /// wait for room must not hold batches meanwhile). Otherwise forgets any
+    /// earlier request.
+    pub fn begin(&mut self, worker: &Worker, head: &Head, buf: &[u8], body: usize) {
         self.0 = None;
+        let generation = worker.generation();
         let max_batch_bytes = generation.config.write.max_batch_bytes.as_usize();
         let plain_write = head.method == Method::Post && !head.gzip && head.path(buf) == "/write";
-        if !plain_write || body < max_batch_bytes / 2 {
+        if !plain_write
+            || body < max_batch_bytes / 2
+            || !auth::is_known_writer(&generation, head, buf)
+            || worker.state.borrow().dispatcher.has_overflow()
+        {
             return;
         }
         let Ok(mut params) = WriteParams::parse(head.query(buf), head.authorization(buf)) else {
@@ -170,9 +187,8 @@ impl EarlyIngest {
         }
         let partial = Partial::new(generation.router.set_count(), max_batch_bytes, body);
         self.0 = Some(Started {
-            generation: generation.clone(),
+            generation,
             params,
-            received: SystemTime::now(),
             partial,
         });
     }
@@ -187,9 +203,7 @@ impl EarlyIngest {
         if let Some(started) = &mut self.0 {
             let target = started.params.target();
             let router = &started.generation.router;
-            started
-                .partial
-                .advance(router, &target, started.received, arrived);
+            started.partial.advance(router, &target, arrived);
         }
     }
 
@@ -211,20 +225,19 @@ impl EarlyIngest {
 pub struct Committable(Started);
 
 impl Committable {
-    /// Ingests the rest of `body` and moves the request's batches behind
-    /// the worker's open batches they follow (see the module docs); returns
-    /// the report and how many points were ingested early.
+    /// Ingests the rest of `body` (points without a timestamp get
+    /// `received`) and moves the request's batches behind the worker's open
+    /// batches they follow (see the module docs); returns the report and how
+    /// many points were ingested early.
     pub fn commit(
         self,
         router: &Router,
         worker_batcher: &mut Batcher,
+        received: SystemTime,
         body: &[u8],
     ) -> (IngestReport, usize) {
         let Started {
-            params,
-            received,
-            partial,
-            ..
+            params, partial, ..
         } = self.0;
         let target = params.target();
         let early = partial.early_points();
@@ -264,13 +277,13 @@ mod tests {
         let body = b"m v=1 1\nm v=2 2\nm v=3 3\n";
         let mut partial = Partial::new(1, 1 << 20, body.len());
         let received = SystemTime::now();
-        partial.advance(&router, &TARGET, received, &body[..12]);
+        partial.advance(&router, &TARGET, &body[..12]);
         // "m v=1 1" ends at the last byte so far, where a point the read cut
         // short (inside a string) would end too: it waits.
         assert_eq!((partial.early_points(), partial.consumed), (0, 0));
-        partial.advance(&router, &TARGET, received, &body[..20]);
+        partial.advance(&router, &TARGET, &body[..20]);
         assert_eq!((partial.early_points(), partial.consumed), (1, 8));
-        partial.advance(&router, &TARGET, received, body);
+        partial.advance(&router, &TARGET, body);
         assert_eq!((partial.early_points(), partial.consumed), (2, 16));
         let (report, mut batcher) = partial.finish(&router, &TARGET, received, body);
         assert_eq!(report.accepted, 3);
@@ -279,11 +292,31 @@ mod tests {
     }
 
     #[test]
+    fn a_point_without_a_timestamp_waits_for_the_receive_time() {
+        let router = router();
+        let body = b"m v=1 1\nm v=2\nm v=3 3\nm v=4 4\n";
+        let mut partial = Partial::new(1, 1 << 20, body.len());
+        partial.advance(&router, &TARGET, body);
+        // InfluxDB stamps such a point when the body is whole: so does the
+        // end, and everything after it waits too, to stay in order.
+        assert_eq!((partial.early_points(), partial.consumed), (1, 8));
+        assert!(partial.stopped);
+        let received = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(7);
+        let (report, mut batcher) = partial.finish(&router, &TARGET, received, body);
+        assert_eq!(report.accepted, 4);
+        let batch = batcher.take_ready().next().unwrap().1;
+        assert_eq!(
+            &batch.body[..],
+            b"m v=1 1\nm v=2 7000000000\nm v=3 3\nm v=4 4\n"
+        );
+    }
+
+    #[test]
     fn a_point_running_on_past_the_pending_limit_stops_early_ingestion() {
         let router = router();
         // An unterminated string swallows every later line.
         let mut body = b"m v=1 1\nm s=\"".to_vec();
-        while body.len() < 3 * MAX_PENDING_BYTES {
+        while body.len() < 5 * MAX_PENDING_BYTES {
             body.extend_from_slice(b"x v=1 1\n");
         }
         let mut partial = Partial::new(1, 1 << 20, body.len());
@@ -292,10 +325,10 @@ mod tests {
         while !partial.stopped {
             read += 4096;
             assert!(
-                read < 2 * MAX_PENDING_BYTES,
+                read <= 4 * MAX_PENDING_BYTES,
                 "still going after {read} bytes"
             );
-            partial.advance(&router, &TARGET, received, &body[..read]);
+            partial.advance(&router, &TARGET, &body[..read]);
         }
         assert_eq!((partial.early_points(), partial.consumed), (1, 8));
         // The rest is ingested at the end, as without early ingestion.

@@ -149,7 +149,7 @@ async fn try_write(
             ..
         } = state;
         let (report, early_points) = match early.take(generation) {
-            Some(early) => early.commit(&generation.router, batcher, body),
+            Some(early) => early.commit(&generation.router, batcher, received, body),
             None => {
                 let body = if head.gzip {
                     gunzip.decompress(
@@ -307,7 +307,15 @@ pub fn ingest(
     batcher.begin_request();
     batcher.expect_bytes(body.len());
     let mut report = IngestReport::default();
-    Ingest::new(router, batcher, scratch, target, received, &mut report).all_points(body, 1);
+    Ingest::new(
+        router,
+        batcher,
+        scratch,
+        target,
+        Some(received),
+        &mut report,
+    )
+    .all_points(body, 1);
     report
 }
 
@@ -317,8 +325,10 @@ pub(super) struct Ingest<'r, 'b> {
     batcher: &'r mut Batcher,
     scratch: &'r mut Vec<u8>,
     target: &'r Target<'r>,
-    /// " <receive time>" for lines without a timestamp.
-    suffix: ([u8; 24], usize),
+    /// " <receive time>" for lines without a timestamp; `None` before the
+    /// body is whole, when such lines must wait (they get the time the body
+    /// was received, as InfluxDB gives them).
+    suffix: Option<([u8; 24], usize)>,
     now: Instant,
     max_line_bytes: usize,
     /// Consecutive lines nearly always share a measurement: route it once.
@@ -327,28 +337,31 @@ pub(super) struct Ingest<'r, 'b> {
 }
 
 impl<'r, 'b> Ingest<'r, 'b> {
+    /// `received`: the time given to points without a timestamp, or `None`
+    /// while it is not known (such points then wait, see `whole_points`).
     pub(super) fn new(
         router: &'r Router,
         batcher: &'r mut Batcher,
         scratch: &'r mut Vec<u8>,
         target: &'r Target<'r>,
-        received: SystemTime,
+        received: Option<SystemTime>,
         report: &'r mut IngestReport,
     ) -> Self {
         // Formatted once per call, not per line.
-        let mut suffix = [0u8; 24];
-        let suffix_len = {
+        let suffix = received.map(|received| {
+            let mut suffix = [0u8; 24];
             let mut cursor = &mut suffix[..];
             let _ = write!(cursor, " {}", target.precision.timestamp(received));
-            24 - cursor.len()
-        };
+            let len = 24 - cursor.len();
+            (suffix, len)
+        });
         Ingest {
             router,
             max_line_bytes: batcher.max_line_bytes(),
             batcher,
             scratch,
             target,
-            suffix: (suffix, suffix_len),
+            suffix,
             now: Instant::now(),
             last_route: None,
             report,
@@ -356,50 +369,59 @@ impl<'r, 'b> Ingest<'r, 'b> {
     }
 
     /// Ingests every point of `lines`, whose first physical line is line
-    /// `first_line` of the body.
+    /// `first_line` of the body. Needs the receive time.
     pub(super) fn all_points(&mut self, lines: &'b [u8], first_line: usize) {
         for (number, line) in scan_lines(lines) {
             self.point(first_line + number - 1, line);
         }
     }
 
-    /// Ingests the points of `lines` that surely end inside it, whose first
-    /// physical line is line `first_line` of the body, and returns where the
-    /// first point not taken starts (it may continue past `lines`: a quoted
-    /// or escaped newline) and the number of its physical line.
-    pub(super) fn whole_points(&mut self, lines: &'b [u8], first_line: usize) -> (usize, usize) {
+    /// Ingests the points of `lines` (the body's first physical line there is
+    /// line `first_line`) up to the first that may continue past it (its
+    /// newline is the last byte, or a string is still open) or lacks a
+    /// timestamp while the receive time is not known yet. Returns where that
+    /// point starts, the number of its physical line, and whether it was one
+    /// without a timestamp (then nothing more can be taken before the end).
+    pub(super) fn whole_points(
+        &mut self,
+        lines: &'b [u8],
+        first_line: usize,
+    ) -> (usize, usize, bool) {
         let mut points = scan_lines(lines);
+        let mut needs_time = false;
         loop {
             let before = points.clone();
             let Some((number, line)) = points.next() else {
                 break;
             };
-            // A point the end of `lines` cut short (inside a string) ends
-            // there too; so does one whose newline is the last byte: both wait.
-            if points.position().0 == lines.len() {
+            let whole = points.position().0 < lines.len();
+            if !whole || !self.point(first_line + number - 1, line) {
+                needs_time = whole;
                 points = before;
                 break;
             }
-            self.point(first_line + number - 1, line);
         }
         let (offset, line) = points.position();
-        (offset, first_line + line - 1)
+        (offset, first_line + line - 1, needs_time)
     }
 
-    fn point(&mut self, line_number: usize, line: &'b [u8]) {
+    /// Validates, routes and batches one point, or reports why not. Returns
+    /// false, having done nothing, for a valid point without a timestamp
+    /// while the receive time is not known.
+    fn point(&mut self, line_number: usize, line: &'b [u8]) -> bool {
         let parsed = match parse_line(line) {
             Ok(parsed) => parsed,
             Err(reason) => {
                 self.report.reject(line_number, |out| {
                     let _ = write!(out, "unable to parse '{}': {reason}", Quoted(line));
                 });
-                return;
+                return true;
             }
         };
-        let suffix_len = if parsed.has_timestamp {
-            0
-        } else {
-            self.suffix.1
+        let suffix_len = match (parsed.has_timestamp, &self.suffix) {
+            (true, _) => 0,
+            (false, Some((_, len))) => *len,
+            (false, None) => return false,
         };
         if line.len() + suffix_len + 1 > self.max_line_bytes {
             let max_line_bytes = self.max_line_bytes;
@@ -410,7 +432,7 @@ impl<'r, 'b> Ingest<'r, 'b> {
                     Quoted(line)
                 );
             });
-            return;
+            return true;
         }
         let raw_measurement = &line[..parsed.measurement_end];
         let Some(set) = self.route(raw_measurement, parsed.measurement_escaped) else {
@@ -421,12 +443,16 @@ impl<'r, 'b> Ingest<'r, 'b> {
                     Quoted(raw_measurement)
                 );
             });
-            return;
+            return true;
         };
-        let suffix = &self.suffix.0[..suffix_len];
+        let suffix = self
+            .suffix
+            .as_ref()
+            .map_or(&[][..], |(s, _)| &s[..suffix_len]);
         self.batcher
             .append(set, self.target, line, suffix, self.now);
         self.report.accepted += 1;
+        true
     }
 
     fn route(&mut self, raw_measurement: &'b [u8], escaped: bool) -> Option<SetId> {
@@ -506,7 +532,7 @@ mod tests {
             Some(reads) => {
                 let mut partial = Partial::new(router.set_count(), max_batch_bytes, body.len());
                 for &read in reads {
-                    partial.advance(router, &target, received, &body[..read]);
+                    partial.advance(router, &target, &body[..read]);
                 }
                 partial.finish(router, &target, received, body)
             }

@@ -213,8 +213,7 @@ impl Conn {
                 // against max_body_bytes when the head was parsed.
                 self.buf.reserve(end.saturating_sub(self.buf.len()));
                 if self.buf.len() < end {
-                    self.early
-                        .begin(&worker.generation(), head, &self.buf, length);
+                    self.early.begin(worker, head, &self.buf, length);
                 }
                 while self.buf.len() < end {
                     if self.early.is_active() {

@@ -93,7 +93,8 @@ pub struct WorkerStats {
     pub lines_received: AtomicU64,
     /// Lines refused: malformed or without a route.
     pub lines_invalid: AtomicU64,
-    /// Lines validated and batched while the rest of their body was still arriving.
+    /// Lines taken (validated, and batched if valid) while the rest of their
+    /// body was still arriving.
     pub lines_ingested_early: AtomicU64,
     /// Write body bytes as received (compressed if sent gzip).
     pub bytes_received: AtomicU64,

@@ -28,7 +28,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use super::recovery::Recovery;
-use super::{open_spool, spawn_writer, BackendShared, Queue};
+use super::{open_spool, spawn_writer, yield_to_workers, BackendShared, Queue};
 use crate::config::{BackendUrl, Config, SpoolSync};
 use crate::shutdown::Shutdown;
 use crate::spool::SpoolError;
@@ -275,8 +275,11 @@ impl Backends {
         let recovery = Recovery::new(shared.clone());
         match std::thread::Builder::new()
             .name(format!("fluxgate-recovery-{}", backend.name))
-            .spawn(move || recovery.run())
-        {
+            .spawn(move || {
+                // Replay, like a first attempt, carries points already accepted.
+                yield_to_workers();
+                recovery.run()
+            }) {
             Ok(thread) => running.threads.push(thread),
             Err(e) => return Err(self.abandon(running, e)),
         }

@@ -321,11 +321,11 @@ fn spawn_writer(
         })
 }
 
-/// Makes the calling writer thread give way to the workers when they compete
-/// for a core: a worker holds a client waiting for its answer, a writer only a
-/// batch already accepted. Its nice value goes [`WRITER_NICE`] above the one
-/// it started with, the workers' (at most 19).
-fn yield_to_workers() {
+/// Makes the calling writer (or recovery) thread give way to the workers
+/// when they compete for a core: a worker holds a client waiting for its
+/// answer, a writer only a batch already accepted. Its nice value goes
+/// [`WRITER_NICE`] above the one it started with, the workers' (at most 19).
+pub(super) fn yield_to_workers() {
     let tid = thread_id();
     // SAFETY: getpriority and setpriority with PRIO_PROCESS and a thread id
     // read and change that thread's nice value only.
