@@ -185,3 +185,66 @@ fn verifier() -> &'static Sender<Verification> {
         sender
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use super::*;
+    use crate::auth::{hash_secret_with_iterations, hash_token, UserConfig, MIN_ITERATIONS};
+    use crate::config::Config;
+    use crate::route::Router;
+    use crate::server::request::parse_head;
+
+    fn generation(users: &[UserConfig]) -> Generation {
+        let config = Config::from_toml(
+            "[[backends]]\nname = \"a\"\nurl = \"http://h:1\"\n[routes]\n_default_ = [\"a\"]",
+        )
+        .unwrap();
+        Generation {
+            id: 1,
+            router: Router::new(&config),
+            config,
+            source: "test".into(),
+            applied_at: SystemTime::now(),
+            backends: Vec::new(),
+            users: Arc::new(Users::new(users).unwrap()),
+        }
+    }
+
+    /// Whether a write with these extra head lines (and query) is known.
+    fn known(generation: &Generation, query: &str, headers: &str) -> bool {
+        let buf = format!("POST /write?db=x{query} HTTP/1.1\r\nHost: h\r\n{headers}\r\n");
+        let head = parse_head(buf.as_bytes(), 8192, 1 << 20).unwrap().unwrap();
+        is_known_writer(generation, &head, buf.as_bytes())
+    }
+
+    #[test]
+    fn only_clients_verified_before_are_known_writers() {
+        assert!(known(&generation(&[]), "", ""), "no users: everyone");
+        let generation = generation(&[
+            UserConfig {
+                name: "bot".into(),
+                password_hash: None,
+                token_hash: Some(hash_token("tok-bot")),
+                admin: false,
+            },
+            UserConfig {
+                name: "joe".into(),
+                password_hash: Some(hash_secret_with_iterations("pw", MIN_ITERATIONS).unwrap()),
+                token_hash: None,
+                admin: false,
+            },
+        ]);
+        // A token checked on the spot.
+        assert!(known(&generation, "", "Authorization: Token tok-bot\r\n"));
+        assert!(!known(&generation, "", "Authorization: Token nope\r\n"));
+        assert!(!known(&generation, "", ""));
+        // A password needs PBKDF2 the first time: not here, only once it passed.
+        assert!(!known(&generation, "&u=joe&p=pw", ""));
+        let credentials = crate::auth::credentials(None, Some("joe"), Some("pw")).unwrap();
+        assert!(generation.users.authenticate(&credentials).is_ok());
+        assert!(known(&generation, "&u=joe&p=pw", ""));
+        assert!(!known(&generation, "&u=joe&p=wrong", ""));
+    }
+}
