@@ -368,11 +368,12 @@ fn a_body_arriving_in_pieces_is_ingested_as_it_comes_and_written_as_sent() {
     let mut values: Vec<f64> = cpu.iter().map(|&(_, v)| v).collect();
     values.sort_by(f64::total_cmp);
     assert!(values.iter().enumerate().all(|(i, &v)| v == i as f64));
-    // Lines were ingested while the body arrived.
+    // Lines were ingested while the body arrived, up to the first one
+    // without a timestamp, which waits for the receive time.
     let metrics = http::get(&proxy.url("/metrics")).body;
     let early = metric(&metrics, "fluxgate_lines_ingested_early_total").unwrap();
     assert!(
-        early > 0.0 && early < 6001.0,
+        early > 0.0 && early <= 3000.0,
         "{early} lines ingested early"
     );
 }

@@ -13,11 +13,14 @@
 //!
 //! The points, their order and the answer are those of ingesting the body at
 //! the end; only where its batches start and when they are made differ.
-//! Only bodies of at least half a batch
-//! (`write.max_batch_bytes`) are ingested early: a smaller one would become a
-//! small batch of its own, where the ordinary path lets it share a batch with
-//! the requests around it. Those, bodies that arrive in one read, gzip and
-//! chunked bodies take the ordinary path (`ingest`).
+//! Only bodies of at least half a batch (`write.max_batch_bytes`) are
+//! ingested early: a smaller one would become a small batch of its own, where
+//! the ordinary path lets it share a batch with the requests around it.
+//! Ingestion starts only for a client already known (no PBKDF2 runs for it)
+//! while the worker's queues have room, is dropped if they fill, and stops at
+//! the first point without a timestamp (it gets the receive time once the
+//! body is whole). Small bodies, those that arrive in one read, gzip and
+//! chunked bodies take the ordinary path (`ingest`) throughout.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -85,13 +88,15 @@ impl Partial {
         if self.stopped {
             return;
         }
-        let Some(last_newline) = memrchr(b'\n', &arrived[self.consumed..]) else {
+        // Only the bytes after the last walk can hold a newline not seen yet.
+        let new = self.walked.max(self.consumed);
+        let Some(last_newline) = memrchr(b'\n', &arrived[new..]) else {
+            // Nothing more has ended: the point at `consumed` is still going.
             self.stopped = arrived.len() - self.consumed > MAX_PENDING_BYTES;
             return;
         };
-        let end = self.consumed + last_newline + 1;
-        let waiting = self.walked.saturating_sub(self.consumed);
-        if end.saturating_sub(self.walked) < waiting {
+        let end = new + last_newline + 1;
+        if end - new < new - self.consumed {
             return;
         }
         let (before, first_line) = (self.report.accepted + self.report.dropped, self.next_line);
@@ -198,8 +203,13 @@ impl EarlyIngest {
         self.0.is_some()
     }
 
-    /// Ingests the whole points of `arrived`, the body so far.
-    pub fn advance(&mut self, arrived: &[u8]) {
+    /// Ingests the whole points of `arrived`, the body so far. If the
+    /// worker's queues have filled meanwhile, drops what was ingested early
+    /// instead: the body waits for room at the end, holding no batches.
+    pub fn advance(&mut self, worker: &Worker, arrived: &[u8]) {
+        if self.0.is_some() && worker.state.borrow().dispatcher.has_overflow() {
+            self.0 = None;
+        }
         if let Some(started) = &mut self.0 {
             let target = started.params.target();
             let router = &started.generation.router;
@@ -289,6 +299,24 @@ mod tests {
         assert_eq!(report.accepted, 3);
         let batches: Vec<_> = batcher.take_ready().map(|(_, b)| b.lines).collect();
         assert_eq!(batches, [3]);
+    }
+
+    #[test]
+    fn a_line_growing_past_the_pending_limit_stops_early_ingestion() {
+        let router = router();
+        let mut body = b"m v=1 1\nm v=2 2\nm s=\"".to_vec();
+        body.resize(body.len() + 3 * MAX_PENDING_BYTES, b'x');
+        let mut partial = Partial::new(1, 1 << 20, body.len());
+        let mut read = 0;
+        while !partial.stopped {
+            read += 4096;
+            assert!(
+                read <= 2 * MAX_PENDING_BYTES,
+                "still going after {read} bytes"
+            );
+            partial.advance(&router, &TARGET, &body[..read]);
+        }
+        assert_eq!((partial.early_points(), partial.consumed), (1, 8));
     }
 
     #[test]

@@ -223,7 +223,7 @@ impl Conn {
                         if self.read_ready().map_err(|()| None)? {
                             continue;
                         }
-                        self.early.advance(&self.buf[head.len..]);
+                        self.early.advance(worker, &self.buf[head.len..]);
                     }
                     self.read_body_bytes(until(deadline, wait)).await?;
                 }

@@ -80,12 +80,12 @@ impl Fluxgate {
         .expect("rewrite fluxgate.toml");
     }
 
-    /// Sends `signal` (libc::SIGHUP, ...) to the process.
     /// The process id of the running proxy.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()
     }
 
+    /// Sends `signal` (libc::SIGHUP, ...) to the process.
     pub fn signal(&self, signal: i32) {
         let child = self.child.as_ref().expect("running");
         let pid = i32::try_from(child.id()).expect("pid");
