@@ -69,9 +69,12 @@ fn ingest_rounds(body: &[u8], rounds: usize, early: bool) -> usize {
                 let arrived = &body[..body.len() * quarter / 4];
                 partial.advance(&router, &target, arrived);
             }
-            let (report, mut own) = partial.finish(&router, &target, SystemTime::now(), body);
+            let now = SystemTime::now();
+            let report =
+                partial.commit_into(&router, &target, &mut batcher, &mut scratch, now, body);
             accepted += report.accepted;
-            own.take_ready().for_each(drop);
+            batcher.flush_all();
+            batcher.take_ready().for_each(drop);
         } else {
             let now = SystemTime::now();
             let report = ingest(&router, &mut batcher, &mut scratch, &target, body, now);

@@ -133,9 +133,12 @@ fn whole_ingest(c: &mut Criterion) {
                     let arrived = &body[..body.len() * quarter / 4];
                     partial.advance(&router, &target, arrived);
                 }
-                let (report, mut own) = partial.finish(&router, &target, SystemTime::now(), body);
+                let now = SystemTime::now();
+                let report =
+                    partial.commit_into(&router, &target, &mut batcher, &mut scratch, now, body);
                 assert_eq!(report.accepted, scenario.lines);
-                assert!(own.take_ready().count() >= 1);
+                batcher.flush_all();
+                assert!(batcher.take_ready().count() >= 1);
             });
         });
     }

@@ -95,9 +95,13 @@ fn ingested_early(router: &Router, target: &Target<'_>, body: &[u8], lines: usiz
         for read in [body.len() / 3, body.len() * 2 / 3] {
             partial.advance(router, target, &body[..read]);
         }
-        let (report, batcher) = partial.finish(router, target, SystemTime::now(), body);
+        let mut worker = Batcher::new(router.set_count(), 64 << 20);
+        let mut scratch = Vec::with_capacity(64);
+        let now = SystemTime::now();
+        let report = partial.commit_into(router, target, &mut worker, &mut scratch, now, body);
         assert_eq!(report.accepted, lines);
-        batches = Some(batcher);
+        worker.flush_all();
+        batches = Some(worker);
     });
     assert!(batches.unwrap().take_ready().count() >= 1);
     allocations

@@ -4,12 +4,13 @@
 //! milliseconds to arrive. Whenever the connection would wait for more, it
 //! hands the bytes so far to [`EarlyIngest::advance`], which validates,
 //! routes and copies their whole points into batches of the request's own
-//! ([`Partial`]), while they are still in the cache. When the body is complete, `/write` ingests the
-//! rest and commits: the worker's open batches these batches follow are
-//! frozen first (so a connection's writes reach each backend in order), then
-//! the request's batches join the worker's frozen ones. A body that is cut
-//! off, times out or is refused commits nothing: its batches are dropped
-//! unsent.
+//! ([`Partial`]), while they are still in the cache. When the body is
+//! complete, `/write` commits: the batches of the points taken early join the
+//! worker's frozen ones behind the open batches they follow, which are frozen
+//! first (so a connection's writes reach each backend in order), and the rest
+//! of the body is ingested into the worker's batches like any body. A body
+//! that is cut off, times out or is refused commits nothing: its batches are
+//! dropped unsent.
 //!
 //! The points, their order and the answer are those of ingesting the body at
 //! the end; only where its batches start and when they are made differ.
@@ -111,21 +112,37 @@ impl Partial {
         self.stopped = needs_time || arrived.len() - self.consumed > MAX_PENDING_BYTES;
     }
 
-    /// Ingests the rest of the complete `body`, giving points without a
-    /// timestamp `received`, and freezes every batch: the report for the
-    /// whole body, and its batches in order.
-    pub fn finish(
+    /// Commits the body once it is whole: the batches of the points taken
+    /// early go behind `worker`'s open batches they follow (frozen first,
+    /// see [`Batcher::adopt`]), then the rest of `body` is ingested into
+    /// `worker` like any body, points without a timestamp getting
+    /// `received`. Returns the report for the whole body.
+    pub fn commit_into(
         mut self,
         router: &Router,
         target: &Target<'_>,
+        worker: &mut Batcher,
+        scratch: &mut Vec<u8>,
         received: SystemTime,
         body: &[u8],
-    ) -> (IngestReport, Batcher) {
-        let (rest, first_line) = (&body[self.consumed..], self.next_line);
-        self.ingest(router, target, Some(received))
-            .all_points(rest, first_line);
+    ) -> IngestReport {
         self.batcher.flush_all();
-        (self.report, self.batcher)
+        worker.begin_request();
+        worker.expect_bytes(body.len() - self.consumed);
+        for (set, batch) in self.batcher.take_ready() {
+            worker.adopt(set, target, batch);
+        }
+        // The rest shares the worker's batches with the requests after it.
+        Ingest::new(
+            router,
+            worker,
+            scratch,
+            target,
+            Some(received),
+            &mut self.report,
+        )
+        .all_points(&body[self.consumed..], self.next_line);
+        self.report
     }
 
     /// Ingestion into this body's own batches and report.
@@ -235,27 +252,22 @@ impl EarlyIngest {
 pub struct Committable(Started);
 
 impl Committable {
-    /// Ingests the rest of `body` (points without a timestamp get
-    /// `received`) and moves the request's batches behind the worker's open
-    /// batches they follow (see the module docs); returns the report and how
-    /// many points were ingested early.
+    /// Commits the request (see [`Partial::commit_into`]) into the worker's
+    /// batches; returns the report and how many points were ingested early.
     pub fn commit(
         self,
         router: &Router,
-        worker_batcher: &mut Batcher,
+        worker: &mut Batcher,
+        scratch: &mut Vec<u8>,
         received: SystemTime,
         body: &[u8],
     ) -> (IngestReport, usize) {
         let Started {
             params, partial, ..
         } = self.0;
-        let target = params.target();
         let early = partial.early_points();
-        let (report, mut batcher) = partial.finish(router, &target, received, body);
-        worker_batcher.begin_request();
-        for (set, batch) in batcher.take_ready() {
-            worker_batcher.adopt(set, &target, batch);
-        }
+        let target = params.target();
+        let report = partial.commit_into(router, &target, worker, scratch, received, body);
         (report, early)
     }
 }
@@ -281,6 +293,26 @@ mod tests {
         Router::new(&config)
     }
 
+    /// Commits into a worker batcher of its own, and freezes what is open.
+    fn commit(
+        partial: Partial,
+        router: &Router,
+        received: SystemTime,
+        body: &[u8],
+    ) -> (IngestReport, Batcher) {
+        let mut worker = Batcher::new(1, 1 << 20);
+        let report = partial.commit_into(
+            router,
+            &TARGET,
+            &mut worker,
+            &mut Vec::new(),
+            received,
+            body,
+        );
+        worker.flush_all();
+        (report, worker)
+    }
+
     #[test]
     fn whole_points_are_taken_as_they_arrive_and_the_last_one_waits() {
         let router = router();
@@ -295,10 +327,12 @@ mod tests {
         assert_eq!((partial.early_points(), partial.consumed), (1, 8));
         partial.advance(&router, &TARGET, body);
         assert_eq!((partial.early_points(), partial.consumed), (2, 16));
-        let (report, mut batcher) = partial.finish(&router, &TARGET, received, body);
+        let (report, mut batcher) = commit(partial, &router, received, body);
         assert_eq!(report.accepted, 3);
+        // The two points taken early in a batch of their own; the last one
+        // in the worker's batch, which later requests share.
         let batches: Vec<_> = batcher.take_ready().map(|(_, b)| b.lines).collect();
-        assert_eq!(batches, [3]);
+        assert_eq!(batches, [2, 1]);
     }
 
     #[test]
@@ -330,13 +364,13 @@ mod tests {
         assert_eq!((partial.early_points(), partial.consumed), (1, 8));
         assert!(partial.stopped);
         let received = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(7);
-        let (report, mut batcher) = partial.finish(&router, &TARGET, received, body);
+        let (report, mut batcher) = commit(partial, &router, received, body);
         assert_eq!(report.accepted, 4);
-        let batch = batcher.take_ready().next().unwrap().1;
-        assert_eq!(
-            &batch.body[..],
-            b"m v=1 1\nm v=2 7000000000\nm v=3 3\nm v=4 4\n"
-        );
+        let written: Vec<u8> = batcher
+            .take_ready()
+            .flat_map(|(_, batch)| batch.body.to_vec())
+            .collect();
+        assert_eq!(written, b"m v=1 1\nm v=2 7000000000\nm v=3 3\nm v=4 4\n");
     }
 
     #[test]
@@ -360,7 +394,7 @@ mod tests {
         }
         assert_eq!((partial.early_points(), partial.consumed), (1, 8));
         // The rest is ingested at the end, as without early ingestion.
-        let (report, _) = partial.finish(&router, &TARGET, received, &body);
+        let (report, _) = commit(partial, &router, received, &body);
         assert_eq!((report.accepted, report.dropped), (1, 1));
     }
 }
