@@ -17,12 +17,9 @@ use std::time::SystemTime;
 
 use fluxgate::api::early::Partial;
 use fluxgate::api::write::ingest;
-use fluxgate::batch::{Batcher, Target};
-use fluxgate::config::Config;
+use fluxgate::batch::Batcher;
 use fluxgate::lp::line::parse_line;
-use fluxgate::lp::precision::Precision;
 use fluxgate::lp::scan::scan_lines;
-use fluxgate::route::Router;
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -46,18 +43,8 @@ fn main() {
 /// Lines accepted over `rounds` ingests of `body` into two replicated
 /// backends' batches (1 MiB, as configured by default).
 fn ingest_rounds(body: &[u8], rounds: usize, early: bool) -> usize {
-    let config = Config::from_toml(
-        "[[backends]]\nname = \"a\"\nurl = \"http://h:1\"\n[[backends]]\nname = \"b\"\nurl = \"http://h:2\"\n\
-         [routes]\n_default_ = [\"a\", \"b\"]",
-    )
-    .unwrap();
-    let router = Router::new(&config);
-    let target = Target {
-        db: "db",
-        rp: None,
-        precision: Precision::Nanoseconds,
-        authorization: None,
-    };
+    let router = common::replicated_router();
+    let target = common::TARGET;
     let mut batcher = Batcher::new(router.set_count(), 1 << 20);
     let mut scratch = Vec::new();
     let mut accepted = 0;

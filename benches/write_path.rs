@@ -13,13 +13,10 @@ use std::time::SystemTime;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use fluxgate::api::early::Partial;
 use fluxgate::api::write::ingest;
-use fluxgate::batch::{Batcher, Target};
-use fluxgate::config::Config;
+use fluxgate::batch::Batcher;
 use fluxgate::lp::gzip::Gunzip;
 use fluxgate::lp::line::parse_line;
-use fluxgate::lp::precision::Precision;
 use fluxgate::lp::scan::scan_lines;
-use fluxgate::route::Router;
 
 /// A request body shape; its `Display` is the benchmark id.
 #[derive(Clone, Copy)]
@@ -90,18 +87,8 @@ fn gunzip(c: &mut Criterion) {
 }
 
 fn whole_ingest(c: &mut Criterion) {
-    let config = Config::from_toml(
-        "[[backends]]\nname = \"a\"\nurl = \"http://h:1\"\n[[backends]]\nname = \"b\"\nurl = \"http://h:2\"\n\
-         [routes]\n_default_ = [\"a\", \"b\"]\nmem = [\"a\"]",
-    )
-    .unwrap();
-    let router = Router::new(&config);
-    let target = Target {
-        db: "bench",
-        rp: None,
-        precision: Precision::Nanoseconds,
-        authorization: None,
-    };
+    let router = common::replicated_router();
+    let target = common::TARGET;
     let mut group = c.benchmark_group("ingest");
     for scenario in SCENARIOS {
         let body = scenario.body();

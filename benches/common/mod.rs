@@ -1,6 +1,29 @@
 //! Inputs shared by the benches (a folder, so cargo does not take it for a
 //! bench of its own).
 
+use fluxgate::batch::Target;
+use fluxgate::config::Config;
+use fluxgate::lp::precision::Precision;
+use fluxgate::route::Router;
+
+/// Where the benches write: database "bench", nanosecond timestamps.
+pub const TARGET: Target<'static> = Target {
+    db: "bench",
+    rp: None,
+    precision: Precision::Nanoseconds,
+    authorization: None,
+};
+
+/// Routes for two backends, every point replicated to both (`mem` to one).
+pub fn replicated_router() -> Router {
+    let config = Config::from_toml(
+        "[[backends]]\nname = \"a\"\nurl = \"http://h:1\"\n[[backends]]\nname = \"b\"\nurl = \"http://h:2\"\n\
+         [routes]\n_default_ = [\"a\", \"b\"]\nmem = [\"a\"]",
+    )
+    .unwrap();
+    Router::new(&config)
+}
+
 /// `lines` lines of the classic devops `cpu` shape (10 tags, 10 float
 /// fields, about 386 bytes), with increasing timestamps; with `escapes`,
 /// the host tag holds an escaped space and comma.
