@@ -15,7 +15,6 @@ mod common;
 
 use std::time::SystemTime;
 
-use fluxgate::api::early::Partial;
 use fluxgate::api::write::ingest;
 use fluxgate::batch::Batcher;
 use fluxgate::lp::line::parse_line;
@@ -50,25 +49,15 @@ fn ingest_rounds(body: &[u8], rounds: usize, early: bool) -> usize {
     let mut accepted = 0;
     for _ in 0..rounds {
         let body = std::hint::black_box(body);
-        if early {
-            let mut partial = Partial::new(router.set_count(), 1 << 20, body.len());
-            for quarter in 1..4 {
-                let arrived = &body[..body.len() * quarter / 4];
-                partial.advance(&router, &target, arrived);
-            }
-            let now = SystemTime::now();
-            let report =
-                partial.commit_into(&router, &target, &mut batcher, &mut scratch, now, body);
-            accepted += report.accepted;
-            batcher.flush_all();
-            batcher.take_ready().for_each(drop);
+        let report = if early {
+            common::ingest_early(&router, &mut batcher, &mut scratch, body)
         } else {
             let now = SystemTime::now();
-            let report = ingest(&router, &mut batcher, &mut scratch, &target, body, now);
-            accepted += report.accepted;
-            batcher.flush_all();
-            batcher.take_ready().for_each(drop);
-        }
+            ingest(&router, &mut batcher, &mut scratch, &target, body, now)
+        };
+        accepted += report.accepted;
+        batcher.flush_all();
+        batcher.take_ready().for_each(drop);
     }
     accepted
 }

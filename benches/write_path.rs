@@ -11,7 +11,6 @@ use std::fmt;
 use std::time::SystemTime;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use fluxgate::api::early::Partial;
 use fluxgate::api::write::ingest;
 use fluxgate::batch::Batcher;
 use fluxgate::lp::gzip::Gunzip;
@@ -115,14 +114,7 @@ fn whole_ingest(c: &mut Criterion) {
         let id = BenchmarkId::new("early", scenario);
         group.bench_with_input(id, &body, |b, body| {
             b.iter(|| {
-                let mut partial = Partial::new(router.set_count(), 1 << 20, body.len());
-                for quarter in 1..4 {
-                    let arrived = &body[..body.len() * quarter / 4];
-                    partial.advance(&router, &target, arrived);
-                }
-                let now = SystemTime::now();
-                let report =
-                    partial.commit_into(&router, &target, &mut batcher, &mut scratch, now, body);
+                let report = common::ingest_early(&router, &mut batcher, &mut scratch, body);
                 assert_eq!(report.accepted, scenario.lines);
                 batcher.flush_all();
                 assert!(batcher.take_ready().count() >= 1);

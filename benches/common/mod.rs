@@ -1,7 +1,11 @@
 //! Inputs shared by the benches (a folder, so cargo does not take it for a
 //! bench of its own).
 
-use fluxgate::batch::Target;
+use std::time::SystemTime;
+
+use fluxgate::api::early::Partial;
+use fluxgate::api::write::IngestReport;
+use fluxgate::batch::{Batcher, Target};
 use fluxgate::config::Config;
 use fluxgate::lp::precision::Precision;
 use fluxgate::route::Router;
@@ -13,6 +17,24 @@ pub const TARGET: Target<'static> = Target {
     precision: Precision::Nanoseconds,
     authorization: None,
 };
+
+/// `body` ingested as a connection does when it arrives in four reads: three
+/// quarters of it while it arrives (into batches of its own), the rest at the
+/// end, into `batcher` (frozen batches are left in it).
+pub fn ingest_early(
+    router: &Router,
+    batcher: &mut Batcher,
+    scratch: &mut Vec<u8>,
+    body: &[u8],
+) -> IngestReport {
+    // A batcher's longest line is its batch size.
+    let mut partial = Partial::new(router.set_count(), batcher.max_line_bytes(), body.len());
+    for quarter in 1..4 {
+        partial.advance(router, &TARGET, &body[..body.len() * quarter / 4]);
+    }
+    let now = SystemTime::now();
+    partial.commit_into(router, &TARGET, batcher, scratch, now, body)
+}
 
 /// Routes for two backends, every point replicated to both (`mem` to one).
 pub fn replicated_router() -> Router {

@@ -57,9 +57,9 @@ pub struct Partial {
     walked: usize,
     /// Points taken before the body was complete.
     early_points: usize,
-    /// The rest waits for [`finish`](Self::finish): a point without a
-    /// timestamp (it gets the time the body is received), or too much
-    /// pending.
+    /// The rest waits for [`commit_into`](Self::commit_into): a point
+    /// without a timestamp (it gets the time the body is received), or too
+    /// much pending.
     stopped: bool,
 }
 
@@ -313,6 +313,23 @@ mod tests {
         (report, worker)
     }
 
+    /// Feeds `body` 4 KiB more at a time until early ingestion stops, and
+    /// returns how much had arrived by then (failing past `limit`).
+    fn bytes_until_stopped(
+        partial: &mut Partial,
+        router: &Router,
+        body: &[u8],
+        limit: usize,
+    ) -> usize {
+        let mut read = 0;
+        while !partial.stopped {
+            read += 4096;
+            assert!(read <= limit, "still going after {read} bytes");
+            partial.advance(router, &TARGET, &body[..read]);
+        }
+        read
+    }
+
     #[test]
     fn whole_points_are_taken_as_they_arrive_and_the_last_one_waits() {
         let router = router();
@@ -341,15 +358,7 @@ mod tests {
         let mut body = b"m v=1 1\nm v=2 2\nm s=\"".to_vec();
         body.resize(body.len() + 3 * MAX_PENDING_BYTES, b'x');
         let mut partial = Partial::new(1, 1 << 20, body.len());
-        let mut read = 0;
-        while !partial.stopped {
-            read += 4096;
-            assert!(
-                read <= 2 * MAX_PENDING_BYTES,
-                "still going after {read} bytes"
-            );
-            partial.advance(&router, &TARGET, &body[..read]);
-        }
+        bytes_until_stopped(&mut partial, &router, &body, 2 * MAX_PENDING_BYTES);
         assert_eq!((partial.early_points(), partial.consumed), (1, 8));
     }
 
@@ -382,17 +391,9 @@ mod tests {
             body.extend_from_slice(b"x v=1 1\n");
         }
         let mut partial = Partial::new(1, 1 << 20, body.len());
-        let received = SystemTime::now();
-        let mut read = 0;
-        while !partial.stopped {
-            read += 4096;
-            assert!(
-                read <= 4 * MAX_PENDING_BYTES,
-                "still going after {read} bytes"
-            );
-            partial.advance(&router, &TARGET, &body[..read]);
-        }
+        bytes_until_stopped(&mut partial, &router, &body, 4 * MAX_PENDING_BYTES);
         assert_eq!((partial.early_points(), partial.consumed), (1, 8));
+        let received = SystemTime::now();
         // The rest is ingested at the end, as without early ingestion.
         let (report, _) = commit(partial, &router, received, &body);
         assert_eq!((report.accepted, report.dropped), (1, 1));

@@ -204,7 +204,6 @@ impl Conn {
             self.out.extend_from_slice(CONTINUE);
             self.write_out().await.map_err(|_| None)?;
         }
-        self.early.clear();
         match head.framing {
             Framing::None => Ok(head.len),
             Framing::Length(length) => {
