@@ -550,10 +550,18 @@ mod tests {
     #[test]
     fn unsorted_tags_only_when_fingerprints_rule_out_duplicates() {
         plain("m,b=1,a=2,c=3 f=1", "m", false);
-        // `axb` and `ayb` share a fingerprint.
+        // `axb` and `ayb` share their fingerprints.
         undecided("m,b=1,axb=2,ayb=3 f=1");
         // Sorted keys are compared, whatever their fingerprints.
         plain("m,axb=2,ayb=3 f=1", "m", false);
+        // The classic `cpu` shape of load tests: ten unsorted keys, no false alarm.
+        plain(
+            "cpu,hostname=host_0,region=eu-west-1,datacenter=eu-west-1a,rack=42,os=Ubuntu16.10,\
+             arch=x86,team=NYC,service=18,service_version=1,service_environment=production \
+             usage_user=58.1317,usage_system=2.6454 1451606400000000000",
+            "cpu",
+            true,
+        );
     }
 
     #[test]
