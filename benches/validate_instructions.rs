@@ -17,7 +17,7 @@ use std::time::SystemTime;
 
 use fluxgate::api::write::ingest;
 use fluxgate::batch::Batcher;
-use fluxgate::lp::line::parse_line;
+use fluxgate::lp::line::parse_point;
 use fluxgate::lp::scan::scan_lines;
 
 fn main() {
@@ -31,7 +31,7 @@ fn main() {
         _ => (0..rounds)
             .map(|_| {
                 scan_lines(std::hint::black_box(&body))
-                    .filter(|(_, line)| parse_line(line).is_ok())
+                    .filter(|point| parse_point(point).is_ok())
                     .count()
             })
             .sum(),

@@ -37,6 +37,7 @@ use std::fmt;
 
 use memchr::{memchr, memchr2};
 
+use super::scan::Point;
 use super::swar::{self, find_any};
 
 /// InfluxDB's `MaxKeyLength`: the largest measurement-plus-tags key, and the largest
@@ -238,7 +239,21 @@ impl fmt::Debug for Excerpt {
 ///
 /// The first problem InfluxDB 1.x would report, in its order of checks.
 pub fn parse_line(line: &[u8]) -> Result<Line, LineError> {
-    match super::plain::parse(line) {
+    parse(line, false)
+}
+
+/// [`parse_line`] of a point as [`scan_lines`](super::scan::scan_lines) yields
+/// it: one it found free of `\` and `"` is not searched for them again.
+///
+/// # Errors
+///
+/// As [`parse_line`].
+pub fn parse_point(point: &Point) -> Result<Line, LineError> {
+    parse(point.text, point.unescaped)
+}
+
+fn parse(line: &[u8], unescaped: bool) -> Result<Line, LineError> {
+    match super::plain::parse(line, unescaped) {
         Some(parsed) => Ok(parsed),
         None => parse_in_full(line),
     }
