@@ -9,11 +9,14 @@
 //! - `early-ingest`: the same, three quarters of it ingested in three
 //!   reads while it arrives (`api::early`), the rest at the end.
 //!
-//! and checks every line is accepted.
+//! and checks every line is accepted. With `--time` after the rounds it also
+//! times each round and prints nanoseconds per line: the minimum, tenth
+//! percentile and median. On a shared machine the minimum of many short
+//! rounds is the steadiest figure to compare two builds by.
 
 mod common;
 
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use fluxgate::api::write::ingest;
 use fluxgate::batch::Batcher;
@@ -24,30 +27,48 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let kind = args.next().unwrap_or_default();
     let rounds: usize = args.next().and_then(|r| r.parse().ok()).unwrap_or(1);
-    let body = common::cpu_body(5000, kind == "escaped");
-    let valid = match kind.as_str() {
-        "ingest" => ingest_rounds(&body, rounds, false),
-        "early-ingest" => ingest_rounds(&body, rounds, true),
-        _ => (0..rounds)
-            .map(|_| {
-                scan_lines(std::hint::black_box(&body))
-                    .filter(|point| parse_point(point).is_ok())
-                    .count()
-            })
-            .sum(),
+    let timed = args.next().as_deref() == Some("--time");
+    let body = common::cpu_body(LINES, kind == "escaped");
+    let mut round: Box<dyn FnMut() -> usize> = match kind.as_str() {
+        "ingest" => ingest_round(&body, false),
+        "early-ingest" => ingest_round(&body, true),
+        _ => Box::new(|| {
+            scan_lines(std::hint::black_box(&body))
+                .filter(|point| parse_point(point).is_ok())
+                .count()
+        }),
     };
-    assert_eq!(valid, 5000 * rounds);
+    let mut nanos_per_line = Vec::with_capacity(rounds);
+    let mut valid = 0;
+    for _ in 0..rounds {
+        let start = Instant::now();
+        valid += round();
+        nanos_per_line.push(start.elapsed().as_nanos() as f64 / LINES as f64);
+    }
+    assert_eq!(valid, LINES * rounds);
+    if timed {
+        nanos_per_line.sort_by(f64::total_cmp);
+        let at = |share: f64| nanos_per_line[(share * (rounds - 1) as f64) as usize];
+        println!(
+            "{kind}: ns per line min {:.1} p10 {:.1} median {:.1} ({rounds} rounds)",
+            at(0.0),
+            at(0.1),
+            at(0.5)
+        );
+    }
 }
 
-/// Lines accepted over `rounds` ingests of `body` into two replicated
-/// backends' batches (1 MiB, as configured by default).
-fn ingest_rounds(body: &[u8], rounds: usize, early: bool) -> usize {
+/// Lines per body.
+const LINES: usize = 5000;
+
+/// A round: one ingest of `body` into two replicated backends' batches (1 MiB,
+/// as configured by default), returning the lines accepted.
+fn ingest_round(body: &[u8], early: bool) -> Box<dyn FnMut() -> usize + '_> {
     let router = common::replicated_router();
     let target = common::TARGET;
     let mut batcher = Batcher::new(router.set_count(), 1 << 20);
     let mut scratch = Vec::new();
-    let mut accepted = 0;
-    for _ in 0..rounds {
+    Box::new(move || {
         let body = std::hint::black_box(body);
         let report = if early {
             common::ingest_early(&router, &mut batcher, &mut scratch, body)
@@ -55,9 +76,8 @@ fn ingest_rounds(body: &[u8], rounds: usize, early: bool) -> usize {
             let now = SystemTime::now();
             ingest(&router, &mut batcher, &mut scratch, &target, body, now)
         };
-        accepted += report.accepted;
         batcher.flush_all();
         batcher.take_ready().for_each(drop);
-    }
-    accepted
+        report.accepted
+    })
 }
