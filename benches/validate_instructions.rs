@@ -20,7 +20,7 @@ use std::time::{Instant, SystemTime};
 
 use fluxgate::api::write::ingest;
 use fluxgate::batch::Batcher;
-use fluxgate::lp::line::parse_point;
+use fluxgate::lp::line::parse_line;
 use fluxgate::lp::scan::scan_lines;
 
 fn main() {
@@ -34,7 +34,7 @@ fn main() {
         "early-ingest" => ingest_round(&body, true),
         _ => Box::new(|| {
             scan_lines(std::hint::black_box(&body))
-                .filter(|point| parse_point(point).is_ok())
+                .filter(|(_, line)| parse_line(line).is_ok())
                 .count()
         }),
     };

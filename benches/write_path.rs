@@ -14,7 +14,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use fluxgate::api::write::ingest;
 use fluxgate::batch::Batcher;
 use fluxgate::lp::gzip::Gunzip;
-use fluxgate::lp::line::parse_point;
+use fluxgate::lp::line::parse_line;
 use fluxgate::lp::scan::scan_lines;
 
 /// A request body shape; its `Display` is the benchmark id.
@@ -56,7 +56,7 @@ fn scan_and_validate(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::from_parameter(scenario), &body, |b, body| {
             b.iter(|| {
                 let valid = scan_lines(body)
-                    .filter(|point| parse_point(point).is_ok())
+                    .filter(|(_, line)| parse_line(line).is_ok())
                     .count();
                 assert_eq!(valid, scenario.lines);
             });

@@ -19,9 +19,9 @@ use crate::batch::{Batch, Batcher, Target};
 use crate::config::AckMode;
 use crate::error::ApiError;
 use crate::generation::Generation;
-use crate::lp::line::{parse_point, unescape_measurement};
+use crate::lp::line::{parse_line, unescape_measurement};
 use crate::lp::precision::Precision;
-use crate::lp::scan::{scan_lines, Point};
+use crate::lp::scan::scan_lines;
 use crate::route::{Router, SetId};
 use crate::server::request::Head;
 use crate::server::response::Response;
@@ -371,8 +371,8 @@ impl<'r, 'b> Ingest<'r, 'b> {
     /// Ingests every point of `lines`, whose first physical line is line
     /// `first_line` of the body. Needs the receive time.
     pub(super) fn all_points(&mut self, lines: &'b [u8], first_line: usize) {
-        for point in scan_lines(lines) {
-            self.point(first_line + point.number - 1, point);
+        for (number, line) in scan_lines(lines) {
+            self.point(first_line + number - 1, line);
         }
     }
 
@@ -391,11 +391,11 @@ impl<'r, 'b> Ingest<'r, 'b> {
         let mut needs_time = false;
         loop {
             let before = points.clone();
-            let Some(point) = points.next() else {
+            let Some((number, line)) = points.next() else {
                 break;
             };
             let whole = points.position().0 < lines.len();
-            if !whole || !self.point(first_line + point.number - 1, point) {
+            if !whole || !self.point(first_line + number - 1, line) {
                 needs_time = whole;
                 points = before;
                 break;
@@ -408,9 +408,8 @@ impl<'r, 'b> Ingest<'r, 'b> {
     /// Validates, routes and batches one point, or reports why not. Returns
     /// false, having done nothing, for a valid point without a timestamp
     /// while the receive time is not known.
-    fn point(&mut self, line_number: usize, point: Point<'b>) -> bool {
-        let line = point.text;
-        let parsed = match parse_point(&point) {
+    fn point(&mut self, line_number: usize, line: &'b [u8]) -> bool {
+        let parsed = match parse_line(line) {
             Ok(parsed) => parsed,
             Err(reason) => {
                 self.report.reject(line_number, |out| {

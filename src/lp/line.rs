@@ -37,7 +37,6 @@ use std::fmt;
 
 use memchr::{memchr, memchr2};
 
-use super::scan::Point;
 use super::swar::{self, find_any};
 
 /// InfluxDB's `MaxKeyLength`: the largest measurement-plus-tags key, and the largest
@@ -68,7 +67,7 @@ const MAX_NANO_TIME: i64 = i64::MAX - 1;
 
 /// Tag sets up to this size are checked for duplicates on the stack when they are not
 /// already sorted; larger unsorted sets (rare) use a heap buffer when their key
-/// fingerprints give a false alarm. A tuning choice.
+/// fingerprints collide. A tuning choice.
 const SMALL_TAG_SET: usize = 32;
 
 /// A valid point, as positions in the raw line.
@@ -239,21 +238,7 @@ impl fmt::Debug for Excerpt {
 ///
 /// The first problem InfluxDB 1.x would report, in its order of checks.
 pub fn parse_line(line: &[u8]) -> Result<Line, LineError> {
-    parse(line, false)
-}
-
-/// [`parse_line`] of a point as [`scan_lines`](super::scan::scan_lines) yields
-/// it: one it found free of `\` and `"` is not searched for them again.
-///
-/// # Errors
-///
-/// As [`parse_line`].
-pub fn parse_point(point: &Point) -> Result<Line, LineError> {
-    parse(point.text, point.unescaped)
-}
-
-fn parse(line: &[u8], unescaped: bool) -> Result<Line, LineError> {
-    match super::plain::parse(line, unescaped) {
+    match super::plain::parse(line) {
         Some(parsed) => Ok(parsed),
         None => parse_in_full(line),
     }
@@ -372,22 +357,16 @@ pub(super) struct TagKey {
 /// The duplicate check of `scanKey`, fed one tag key at a time, in line order.
 ///
 /// Clients usually send tags sorted, so neighbours are compared while that holds.
-/// Past that, the keys go into a Bloom filter: each sets one bit in each of two
-/// 64-bit sets, picked by two fingerprints of the key. Equal keys have equal
-/// fingerprints, so while no key finds both its bits set already there is no
-/// duplicate and no keys need comparing (the usual case for unsorted sets too:
-/// with ten keys, about 7 % of key sets have a false alarm, against 16 % for
-/// one 8-bit fingerprint). Two words stay in registers; a set indexed by the
-/// fingerprint made each key wait on the store of the one before.
+/// Past that, each key adds an 8-bit fingerprint to a set: equal keys have equal
+/// fingerprints, so while no two keys share one there is no duplicate and no keys
+/// need comparing (the usual case for unsorted sets too).
 pub(super) struct TagKeyCheck {
     prev: TagKey,
     /// Compare the next key with `prev`: there is one, and so far the keys are
     /// sorted without a duplicate.
     compare: bool,
-    /// The Bloom filter's two sets.
-    seen: [u64; 2],
-    /// A key found both its bits set.
-    maybe_duplicate: bool,
+    fingerprints: [u64; 4],
+    shared_fingerprint: bool,
     sorted: bool,
     duplicate: bool,
 }
@@ -397,8 +376,7 @@ pub(super) struct TagKeyCheck {
 pub(super) enum Duplicates {
     None,
     Found,
-    /// An unsorted key found its fingerprints' bits set: only comparing the keys
-    /// can tell.
+    /// Unsorted keys share a fingerprint: only comparing them can tell.
     Unknown,
 }
 
@@ -407,8 +385,8 @@ impl TagKeyCheck {
         Self {
             prev: TagKey { start: 0, end: 0 },
             compare: false,
-            seen: [0; 2],
-            maybe_duplicate: false,
+            fingerprints: [0; 4],
+            shared_fingerprint: false,
             sorted: true,
             duplicate: false,
         }
@@ -439,17 +417,17 @@ impl TagKeyCheck {
             // The first key (no key ends at 0): compare the next one with it.
             self.compare = true;
         }
-        let bits = key_fingerprints(this).map(|print| 1u64 << print);
-        self.maybe_duplicate |= (self.seen[0] & bits[0] != 0) & (self.seen[1] & bits[1] != 0);
-        self.seen[0] |= bits[0];
-        self.seen[1] |= bits[1];
+        let print = key_fingerprint(this);
+        let (word, bit) = (usize::from(print / 64), 1 << (print % 64));
+        self.shared_fingerprint |= self.fingerprints[word] & bit != 0;
+        self.fingerprints[word] |= bit;
         self.prev = key;
     }
 
     pub(super) fn verdict(&self) -> Duplicates {
         if self.duplicate {
             Duplicates::Found
-        } else if self.sorted || !self.maybe_duplicate {
+        } else if self.sorted || !self.shared_fingerprint {
             Duplicates::None
         } else {
             Duplicates::Unknown
@@ -462,7 +440,7 @@ impl TagKeyCheck {
 fn scan_tags(buf: &[u8], mut i: usize) -> Result<usize, LineError> {
     let tags_start = i;
     let mut check = TagKeyCheck::new();
-    // The keys, for an unsorted set with a false alarm (past `SMALL_TAG_SET`
+    // The keys, for an unsorted set whose fingerprints collide (past `SMALL_TAG_SET`
     // only the last one is kept, and the set is scanned again).
     let mut keys = [TagKey { start: 0, end: 0 }; SMALL_TAG_SET];
     let mut count = 0;
@@ -530,13 +508,12 @@ fn has_duplicate_small(buf: &[u8], keys: &[TagKey]) -> bool {
     })
 }
 
-/// Two cheap 6-bit summaries of a (non-empty) tag key, from its length and end
-/// bytes mixed by two multiplications.
-#[inline(always)]
-fn key_fingerprints(key: &[u8]) -> [u32; 2] {
+/// A cheap 8-bit summary of a (non-empty) tag key: its length and end bytes.
+fn key_fingerprint(key: &[u8]) -> u8 {
+    let first = key[0];
+    let last = key[key.len() - 1];
     // Truncating the length is fine: equal keys still get equal fingerprints.
-    let summary = u32::from_le_bytes([key.len() as u8, key[0], key[key.len() - 1], 0]);
-    [0x9E37_79B1u32, 0x85EB_CA77].map(|odd| summary.wrapping_mul(odd) >> 26)
+    (key.len() as u8).wrapping_mul(37) ^ first ^ last.rotate_left(4)
 }
 
 /// Whether two keys of an already validated tag set `buf[start..end]` are equal, by
@@ -1179,7 +1156,7 @@ mod tests {
 
     #[test]
     fn unsorted_tag_sets_with_similar_keys() {
-        // Same length and end bytes (so the same fingerprints), yet different keys.
+        // Same length and end bytes (so the same fingerprint), yet different keys.
         ok("m,b=1,axb=2,ayb=3 f=1", "m", false);
         err("m,b=1,axb=2,ayb=3,axb=4 f=1", "duplicate tags");
         err("m,b=1,axb=2,ayb=3,b=4 f=1", "duplicate tags");

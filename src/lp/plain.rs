@@ -32,37 +32,36 @@ const MAX_LEN: usize = line::MAX_KEY_LENGTH - line::FIELD_KEY_SEPARATOR_LEN;
 /// Bytes per block: one bit of a `u64` mask each.
 const BLOCK: usize = 64;
 
-/// Validates a plain line, if it is one (see the module docs). `unescaped`: the
-/// line is known to hold no `\` and no `"`, so they need no search.
-pub(super) fn parse(line: &[u8], unescaped: bool) -> Option<Line> {
+/// Validates a plain line, if it is one (see the module docs).
+pub(super) fn parse(line: &[u8]) -> Option<Line> {
     #[cfg(target_arch = "x86_64")]
     if let Some(avx2) = Avx2::detect() {
-        return parse_avx2(line, unescaped, avx2);
+        return parse_avx2(line, avx2);
     }
-    parse_blocks(line, unescaped, Baseline)
+    parse_blocks(line, Baseline)
 }
 
 /// [`parse`] with the AVX2 classifier, compiled for the CPU features it checks so
 /// that the classifier inlines.
 #[cfg(target_arch = "x86_64")]
-fn parse_avx2(line: &[u8], unescaped: bool, avx2: Avx2) -> Option<Line> {
+fn parse_avx2(line: &[u8], avx2: Avx2) -> Option<Line> {
     #[target_feature(enable = "avx2,pclmulqdq,bmi1,lzcnt,popcnt")]
-    fn with_avx2(line: &[u8], unescaped: bool, avx2: Avx2) -> Option<Line> {
-        parse_blocks(line, unescaped, avx2)
+    fn with_avx2(line: &[u8], avx2: Avx2) -> Option<Line> {
+        parse_blocks(line, avx2)
     }
     // SAFETY: an `Avx2` exists only on CPUs that have every feature enabled here.
-    unsafe { with_avx2(line, unescaped, avx2) }
+    unsafe { with_avx2(line, avx2) }
 }
 
 /// [`parse`] with `classifier` finding the delimiters of each block.
 #[inline(always)]
-fn parse_blocks(line: &[u8], unescaped: bool, classifier: impl Classifier) -> Option<Line> {
+fn parse_blocks(line: &[u8], classifier: impl Classifier) -> Option<Line> {
     // Leading blanks are skipped by InfluxDB: not a plain line's business. Escapes
     // and strings are looked for first, so that a line with a string field costs
     // one search here, not a walk up to the string.
     if line.len() > MAX_LEN
         || matches!(line.first(), None | Some(b'\t' | 0))
-        || (!unescaped && classifier.has_escaping(line))
+        || classifier.has_escaping(line)
     {
         return None;
     }
@@ -416,7 +415,7 @@ mod tests {
     fn plain(text: &str, measurement: &str, has_timestamp: bool) {
         let line = text.as_bytes();
         assert_eq!(
-            parse(line, false),
+            parse(line),
             Some(Line {
                 measurement_end: measurement.len(),
                 measurement_escaped: false,
@@ -424,17 +423,14 @@ mod tests {
             }),
             "{text:?}"
         );
-        let taken = Ok(parse(line, false).expect("taken"));
-        if !line.iter().any(|&b| matches!(b, b'\\' | b'"')) {
-            assert_eq!(parse(line, true), parse(line, false), "{text:?}");
-        }
+        let taken = Ok(parse(line).expect("taken"));
         assert_eq!(super::super::naive::parse(line), taken, "{text:?}");
         assert_eq!(line::parse_in_full(line), taken, "{text:?}");
     }
 
     #[track_caller]
     fn undecided(text: &str) {
-        assert_eq!(parse(text.as_bytes(), false), None, "{text:?}");
+        assert_eq!(parse(text.as_bytes()), None, "{text:?}");
     }
 
     #[test]
@@ -554,11 +550,12 @@ mod tests {
     #[test]
     fn unsorted_tags_only_when_fingerprints_rule_out_duplicates() {
         plain("m,b=1,a=2,c=3 f=1", "m", false);
-        // `axb` and `ayb` share their fingerprints.
+        // `axb` and `ayb` share a fingerprint.
         undecided("m,b=1,axb=2,ayb=3 f=1");
         // Sorted keys are compared, whatever their fingerprints.
         plain("m,axb=2,ayb=3 f=1", "m", false);
-        // The classic `cpu` shape of load tests: ten unsorted keys, no false alarm.
+        // The classic `cpu` shape of load tests: ten unsorted keys, no shared
+        // fingerprint.
         plain(
             "cpu,hostname=host_0,region=eu-west-1,datacenter=eu-west-1a,rack=42,os=Ubuntu16.10,\
              arch=x86,team=NYC,service=18,service_version=1,service_environment=production \
@@ -695,15 +692,13 @@ mod tests {
         #[test]
         fn agrees_with_the_oracle_when_it_answers(line in plainish_line()) {
             let oracle = super::super::naive::parse(line.as_bytes());
-            let fast = parse(line.as_bytes(), false);
+            let fast = parse(line.as_bytes());
             if let Some(fast) = fast {
                 prop_assert_eq!(Ok(fast), oracle, "{:?}", line);
                 prop_assert_eq!(Ok(fast), line::parse_in_full(line.as_bytes()), "{:?}", line);
             }
-            // Whichever classifier `parse` picked, the portable one agrees, and
-            // so does `parse` told that the line has no `\\` or `"` (it has none).
-            prop_assert_eq!(parse_blocks(line.as_bytes(), false, Baseline), fast);
-            prop_assert_eq!(parse(line.as_bytes(), true), fast);
+            // Whichever classifier `parse` picked, the portable one agrees.
+            prop_assert_eq!(parse_blocks(line.as_bytes(), Baseline), fast);
         }
     }
 
@@ -748,8 +743,8 @@ mod tests {
         fn takes_every_plain_valid_line((line, measurement_end, has_timestamp) in plain_valid_line()) {
             let want = Line { measurement_end, measurement_escaped: false, has_timestamp };
             prop_assert_eq!(super::super::naive::parse(line.as_bytes()), Ok(want), "{:?}", line);
-            prop_assert_eq!(parse(line.as_bytes(), false), Some(want), "{:?}", line);
-            prop_assert_eq!(parse_blocks(line.as_bytes(), false, Baseline), Some(want), "{:?}", line);
+            prop_assert_eq!(parse(line.as_bytes()), Some(want), "{:?}", line);
+            prop_assert_eq!(parse_blocks(line.as_bytes(), Baseline), Some(want), "{:?}", line);
         }
     }
 }

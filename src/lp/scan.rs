@@ -9,10 +9,9 @@
 //!   A quote counts only after the first space of the line and when more `=` than `,`
 //!   have been seen since then (that is, in a field value), and a backslash skips the
 //!   next byte everywhere, so `\` right before a newline joins the next line.
-//! - Each candidate line is found with `memchr3` (for a newline, a quote or a
-//!   backslash, in one pass); the quote-tracking state machine only runs when that
-//!   line holds a `"` or ends in a backslash. A line with neither is yielded as
-//!   [`Point::unescaped`], so that validating it need not look for them again.
+//! - Each candidate line is found with `memchr2` (for a newline or a quote, in one
+//!   pass); the quote-tracking state machine only runs when that line holds a `"` or
+//!   ends in a backslash.
 //!
 //! An unterminated quote behaves as in InfluxDB: the point runs on to the next quote
 //! that closes it, or to the end of the body, and is yielded as one (invalid) point
@@ -28,9 +27,13 @@
 //!   rejects `m f=1\r` ("invalid number") and treats a `\r`-only line as a point.
 //! - Leading spaces, tabs and NULs are trimmed, as InfluxDB's `skipWhitespace` does.
 
-use memchr::{memchr, memchr2, memchr3};
+use memchr::{memchr, memchr2};
 
 /// Iterator over the points of a line-protocol body, in place, using memchr.
+///
+/// # Examples
+///
+/// See [`Lines`].
 pub fn scan_lines(body: &[u8]) -> Lines<'_> {
     Lines {
         body,
@@ -39,7 +42,11 @@ pub fn scan_lines(body: &[u8]) -> Lines<'_> {
     }
 }
 
-/// The [`Point`]s of a body; see the [module docs](self).
+/// The points of a body as `(line_number, point)`; see the [module docs](self).
+///
+/// The point excludes its terminating `\n`, leading blanks and trailing whitespace
+/// (space, tab, `\r`, and `\n` at the end of a run-on quoted point), and is never
+/// empty.
 #[derive(Debug, Clone)]
 pub struct Lines<'a> {
     body: &'a [u8],
@@ -47,19 +54,6 @@ pub struct Lines<'a> {
     pos: usize,
     /// 1-based number of the physical line starting at `pos`.
     line: usize,
-}
-
-/// One point of a body, as [`Lines`] yields it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Point<'a> {
-    /// The 1-based number of the physical line it starts on.
-    pub number: usize,
-    /// Its bytes, without its terminating `\n`, leading blanks and trailing
-    /// whitespace (space, tab, `\r`, and `\n` at the end of a run-on quoted
-    /// point); never empty.
-    pub text: &'a [u8],
-    /// `text` holds no `\` and no `"`.
-    pub unescaped: bool,
 }
 
 impl Lines<'_> {
@@ -70,7 +64,7 @@ impl Lines<'_> {
 }
 
 impl<'a> Iterator for Lines<'a> {
-    type Item = Point<'a>;
+    type Item = (usize, &'a [u8]);
 
     fn next(&mut self) -> Option<Self::Item> {
         while self.pos < self.body.len() {
@@ -81,8 +75,8 @@ impl<'a> Iterator for Lines<'a> {
                 .position(|&b| !matches!(b, b' ' | b'\t' | 0))
                 .unwrap_or(rest.len());
             let comment = rest.get(lead) == Some(&b'#');
-            let (end, spanned, unescaped) = if comment {
-                (memchr(b'\n', rest).unwrap_or(rest.len()), 0, false)
+            let (end, spanned) = if comment {
+                (memchr(b'\n', rest).unwrap_or(rest.len()), 0)
             } else {
                 point_end(rest)
             };
@@ -92,13 +86,9 @@ impl<'a> Iterator for Lines<'a> {
             if comment {
                 continue;
             }
-            let text = trim_end(&rest[lead.min(end)..end]);
-            if !text.is_empty() {
-                return Some(Point {
-                    number,
-                    text,
-                    unescaped,
-                });
+            let point = trim_end(&rest[lead.min(end)..end]);
+            if !point.is_empty() {
+                return Some((number, point));
             }
         }
         None
@@ -106,26 +96,10 @@ impl<'a> Iterator for Lines<'a> {
 }
 
 /// Where the point starting at `rest[0]` ends (the index of its terminating `\n`, or
-/// `rest.len()`), how many newlines it spans before that, and whether it holds no
-/// `\` and no `"`.
-fn point_end(rest: &[u8]) -> (usize, usize, bool) {
-    // One pass finds the newline and tells whether a quote or backslash comes
-    // before it.
-    match memchr3(b'\n', b'"', b'\\', rest) {
-        Some(newline) if rest[newline] == b'\n' => (newline, 0, true),
-        Some(escaping) => {
-            let (end, spanned) = escaped_point_end(rest, escaping);
-            (end, spanned, false)
-        }
-        None => (rest.len(), 0, true),
-    }
-}
-
-/// [`point_end`] of a point with a `\` or `"` before its first newline, the
-/// first of them at `escaping`.
-fn escaped_point_end(rest: &[u8], escaping: usize) -> (usize, usize) {
-    let next = memchr2(b'\n', b'"', &rest[escaping..]).map(|at| escaping + at);
-    match next {
+/// `rest.len()`), and how many newlines it spans before that.
+fn point_end(rest: &[u8]) -> (usize, usize) {
+    // One pass finds the newline and tells whether a quote comes before it.
+    match memchr2(b'\n', b'"', rest) {
         Some(newline) if rest[newline] == b'\n' => {
             if newline == 0 || rest[newline - 1] != b'\\' {
                 return (newline, 0);
@@ -207,19 +181,13 @@ fn trim_end(mut s: &[u8]) -> &[u8] {
 mod tests {
     use super::*;
 
-    /// Scans `body` twice and checks the `(line, point)` pairs, and that each
-    /// point is marked unescaped exactly when it has no `\\` and no `"`.
+    /// Scans `body` twice and checks the `(line, point)` pairs.
     #[track_caller]
     fn case(body: &str, want: &[(usize, &str)]) {
         for _ in 0..2 {
-            let points: Vec<Point> = scan_lines(body.as_bytes()).collect();
-            let got: Vec<(usize, &[u8])> = points.iter().map(|p| (p.number, p.text)).collect();
+            let got: Vec<(usize, &[u8])> = scan_lines(body.as_bytes()).collect();
             let want: Vec<(usize, &[u8])> = want.iter().map(|&(n, l)| (n, l.as_bytes())).collect();
             assert_eq!(got, want, "{body:?}");
-            for point in points {
-                let escaping = point.text.iter().any(|&b| matches!(b, b'\\' | b'"'));
-                assert_eq!(point.unescaped, !escaping, "{point:?} in {body:?}");
-            }
         }
     }
 
@@ -320,12 +288,7 @@ mod tests {
             "a\\ b f=1",
         ] {
             let body = format!("{line}\nnext");
-            let (end, spanned, _) = point_end(body.as_bytes());
-            assert_eq!(
-                escaped_point_end(body.as_bytes(), 0),
-                (end, spanned),
-                "{line:?}"
-            );
+            let (end, spanned) = point_end(body.as_bytes());
             assert_eq!(quoted_point_end(body.as_bytes()), end, "{line:?}");
             assert_eq!((end, spanned), (line.len(), 0), "{line:?}");
         }
