@@ -7,7 +7,9 @@
 //! when that is. So a lent body must never be written again while the kernel
 //! might still read it, or a backend could receive another batch's bytes.
 //!
-//! A body that may be lent therefore has an anonymous mapping of its own:
+//! A body that may be lent therefore has an anonymous mapping of its own (a
+//! piece of a region backed by a huge page where the kernel allows, see
+//! [`crate::mapping`]):
 //! - when every backend answered 2xx to the request that carried it (or answered
 //!   otherwise, then a `/ping` on the same connection), the backend has read
 //!   every byte, so the mapping goes back to a pool and the next batch reuses
@@ -25,7 +27,7 @@ use std::ops::Deref;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use memmap2::MmapMut;
+use crate::mapping::Mapping;
 
 /// Bodies shorter than this are copied to the socket, not lent: below a pipe's
 /// default capacity, the extra system calls and page references cost as much
@@ -41,7 +43,8 @@ const POOL_BYTES: usize = 32 << 20;
 pub struct BodyCounts {
     /// Mapped bodies taken from the pool.
     pub reused: AtomicU64,
-    /// Mapped bodies newly mapped (the pool had none): each page faults once.
+    /// Mapped bodies whose memory was never used (newly mapped, or carved
+    /// with another that was): each page faults once.
     pub mapped: AtomicU64,
     /// Bodies lent to a socket (once per backend and attempt).
     pub lent: AtomicU64,
@@ -68,7 +71,7 @@ enum Storage {
     },
     /// A mapping of its own: may be lent to the kernel.
     Mapped {
-        map: MmapMut,
+        map: Mapping,
         len: usize,
         /// Where the mapping goes back to.
         pool: &'static Pool,
@@ -220,17 +223,19 @@ impl BatchBody {
     }
 }
 
-/// A mapping of `size` bytes, reused from `pool` when it has one; `None`
-/// (logged) when no mapping can be made.
-fn take_mapping(pool: &Pool, size: usize) -> Option<MmapMut> {
+/// A mapping of `size` bytes, reused from `pool` when it has one, else
+/// carved with its siblings (which go to the pool); `None` (logged) when no
+/// mapping can be made.
+fn take_mapping(pool: &Pool, size: usize) -> Option<Mapping> {
     if let Some(map) = pool.take(size) {
-        BODY_COUNTS.reused.fetch_add(1, Ordering::Relaxed);
         return Some(map);
     }
-    match MmapMut::map_anon(size) {
-        Ok(map) => {
+    match Mapping::carve(size) {
+        Ok(mut maps) => {
             BODY_COUNTS.mapped.fetch_add(1, Ordering::Relaxed);
-            Some(map)
+            let map = maps.next();
+            pool.put_fresh(maps);
+            map
         }
         Err(e) => {
             tracing::warn!(error = %e, size, "cannot map a batch body; it stays on the heap");
@@ -286,8 +291,10 @@ impl fmt::Debug for BatchBody {
 pub(crate) struct Pool(Mutex<PoolState>);
 
 struct PoolState {
-    /// All of `size` bytes.
-    maps: Vec<MmapMut>,
+    /// Recycled, all of `size` bytes: their pages are faulted in already.
+    maps: Vec<Mapping>,
+    /// Carved with another and never used, all of `size` bytes.
+    fresh: Vec<Mapping>,
     /// The size bodies were last asked for: after a reload changes
     /// `write.max_batch_bytes`, mappings of the old size are unmapped.
     size: usize,
@@ -295,30 +302,58 @@ struct PoolState {
 
 static POOL: Pool = Pool::new();
 
+impl PoolState {
+    /// Whether `map` has the current size and the pool room for it (at least
+    /// two bodies, whatever their size).
+    fn has_room_for(&self, map: &Mapping) -> bool {
+        let room = (POOL_BYTES / map.len().max(1)).max(2);
+        map.len() == self.size && self.maps.len() + self.fresh.len() < room
+    }
+}
+
 impl Pool {
     pub(crate) const fn new() -> Pool {
         Pool(Mutex::new(PoolState {
             maps: Vec::new(),
+            fresh: Vec::new(),
             size: 0,
         }))
     }
 
-    /// A mapping of `size` bytes, if one is free.
-    pub(crate) fn take(&self, size: usize) -> Option<MmapMut> {
+    /// A mapping of `size` bytes, if one is free: a recycled one first, whose
+    /// pages are faulted in already.
+    pub(crate) fn take(&self, size: usize) -> Option<Mapping> {
         let mut state = self.lock();
         if state.size != size {
             state.maps.clear();
+            state.fresh.clear();
             state.size = size;
         }
-        state.maps.pop()
+        if let Some(map) = state.maps.pop() {
+            BODY_COUNTS.reused.fetch_add(1, Ordering::Relaxed);
+            return Some(map);
+        }
+        let map = state.fresh.pop()?;
+        BODY_COUNTS.mapped.fetch_add(1, Ordering::Relaxed);
+        Some(map)
     }
 
-    /// Keeps `map` for reuse if it has the current size and there is room.
-    fn put(&self, map: MmapMut) {
+    /// Keeps recycled `map` for reuse if it has the current size and there is
+    /// room.
+    fn put(&self, map: Mapping) {
         let mut state = self.lock();
-        let room = (POOL_BYTES / map.len().max(1)).max(2);
-        if map.len() == state.size && state.maps.len() < room {
+        if state.has_room_for(&map) {
             state.maps.push(map);
+        }
+    }
+
+    /// Keeps never used `maps` for later bodies, as far as there is room.
+    fn put_fresh(&self, maps: impl Iterator<Item = Mapping>) {
+        let mut state = self.lock();
+        for map in maps {
+            if state.has_room_for(&map) {
+                state.fresh.push(map);
+            }
         }
     }
 
@@ -398,8 +433,15 @@ pub(crate) mod tests {
         let pool = own_pool();
         let mut body = BatchBody::for_batch_from(pool, LARGE, LARGE);
         body.push_line(b"m v=1", b"");
+        let address = body.as_ptr();
         drop(body);
-        assert!(pool.take(LARGE).is_none());
+        // The bodies carved with it are in the pool; it is not.
+        let mut siblings = Vec::new();
+        while let Some(map) = pool.take(LARGE) {
+            assert_ne!(map.as_ptr(), address);
+            siblings.push(map);
+        }
+        assert_eq!(siblings.len(), (2 << 20) / LARGE - 1);
     }
 
     #[test]

@@ -37,6 +37,7 @@ pub mod error;
 pub mod generation;
 pub mod log_limit;
 pub mod lp;
+pub mod mapping;
 pub mod query;
 pub mod resolve;
 pub mod route;
