@@ -18,6 +18,8 @@ pub(super) struct Delimiters {
     pub(super) equals: u64,
     /// The spaces alone.
     pub(super) spaces: u64,
+    /// `\` and `"`: what makes a line not plain.
+    pub(super) escaping: u64,
 }
 
 /// The bytes a plain decimal number is made of.
@@ -28,12 +30,13 @@ pub(super) struct NumberBytes {
     pub(super) minus: u64,
 }
 
-impl From<[u64; 3]> for Delimiters {
-    fn from([separators, equals, spaces]: [u64; 3]) -> Self {
+impl From<[u64; 4]> for Delimiters {
+    fn from([separators, equals, spaces, escaping]: [u64; 4]) -> Self {
         Self {
             separators,
             equals,
             spaces,
+            escaping,
         }
     }
 }
@@ -50,8 +53,6 @@ impl From<[u64; 3]> for NumberBytes {
 
 /// A way to classify blocks.
 pub(super) trait Classifier: Copy {
-    /// Whether `buf` has a `\` or `"` (what makes a line not plain).
-    fn has_escaping(self, buf: &[u8]) -> bool;
     /// The [`Delimiters`] of the 64 bytes at `buf[i..]`; `i` at most `buf.len()`.
     fn delimiters(self, buf: &[u8], i: usize) -> Delimiters;
     /// The [`NumberBytes`] of the 64 bytes at `buf[i..]`; `i` at most `buf.len()`.
@@ -66,11 +67,6 @@ pub(super) trait Classifier: Copy {
 pub(super) struct Baseline;
 
 impl Classifier for Baseline {
-    #[inline(always)]
-    fn has_escaping(self, buf: &[u8]) -> bool {
-        any_chunk::<16>(buf, chunk_has_escaping)
-    }
-
     #[inline(always)]
     fn delimiters(self, buf: &[u8], i: usize) -> Delimiters {
         block(buf, i, chunk_delimiters).into()
@@ -125,12 +121,6 @@ impl Avx2 {
 #[cfg(target_arch = "x86_64")]
 impl Classifier for Avx2 {
     #[inline(always)]
-    fn has_escaping(self, buf: &[u8]) -> bool {
-        // SAFETY: `self` exists, so the CPU has AVX2.
-        unsafe { avx2::has_escaping(buf) }
-    }
-
-    #[inline(always)]
     fn delimiters(self, buf: &[u8], i: usize) -> Delimiters {
         // SAFETY: `self` exists, so the CPU has AVX2.
         unsafe { avx2::delimiters(buf, i) }.into()
@@ -179,36 +169,10 @@ fn block<const W: usize, const N: usize>(
     all
 }
 
-/// Whether `test` holds for any `W`-byte chunk of `buf`, the last one overlapping
-/// the one before it rather than short (lines under `W` bytes are tested bytewise).
-#[inline(always)]
-fn any_chunk<const W: usize>(buf: &[u8], test: impl Fn(&[u8; W]) -> bool) -> bool {
-    let Some(last) = buf.len().checked_sub(W) else {
-        return buf.iter().any(|&b| b == b'\\' || b == b'"');
-    };
-    let chunk = |at: usize| -> &[u8; W] { buf[at..at + W].try_into().expect("W bytes") };
-    (0..last).step_by(W).any(|at| test(chunk(at))) || test(chunk(last))
-}
-
-/// Whether a chunk has a `\` or `"`, with SSE2.
+/// Separators, equals, spaces and escaping bytes of a chunk, with SSE2.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-fn chunk_has_escaping(chunk: &[u8; 16]) -> bool {
-    use std::arch::x86_64::{
-        _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
-    };
-    // SAFETY: as in `chunk_delimiters`.
-    unsafe {
-        let bytes = _mm_loadu_si128(chunk.as_ptr().cast());
-        let is = |b: u8| _mm_cmpeq_epi8(bytes, _mm_set1_epi8(b as i8));
-        _mm_movemask_epi8(_mm_or_si128(is(b'\\'), is(b'"'))) != 0
-    }
-}
-
-/// Separators, equals and spaces of a chunk, with SSE2.
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-fn chunk_delimiters(chunk: &[u8; 16]) -> [u64; 3] {
+fn chunk_delimiters(chunk: &[u8; 16]) -> [u64; 4] {
     use std::arch::x86_64::{
         _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
     };
@@ -223,6 +187,7 @@ fn chunk_delimiters(chunk: &[u8; 16]) -> [u64; 3] {
             mask(_mm_or_si128(is(b','), spaces)),
             mask(is(b'=')),
             mask(spaces),
+            mask(_mm_or_si128(is(b'\\'), is(b'"'))),
         ]
     }
 }
@@ -251,17 +216,7 @@ fn chunk_number_bytes(chunk: &[u8; 16]) -> [u64; 3] {
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-use {
-    chunk_delimiters_swar as chunk_delimiters, chunk_has_escaping_swar as chunk_has_escaping,
-    chunk_number_bytes_swar as chunk_number_bytes,
-};
-
-/// The portable [`chunk_has_escaping`].
-#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
-#[inline(always)]
-fn chunk_has_escaping_swar(chunk: &[u8; 16]) -> bool {
-    chunk_bits(chunk, |w| eq_flags(w, b'\\') | eq_flags(w, b'"')) != 0
-}
+use {chunk_delimiters_swar as chunk_delimiters, chunk_number_bytes_swar as chunk_number_bytes};
 
 /// The bits of a 16-byte chunk for which `test` flags the byte (see `swar`).
 #[cfg_attr(target_arch = "x86_64", allow(dead_code))]
@@ -275,11 +230,12 @@ fn chunk_bits(chunk: &[u8; 16], test: impl Fn(u64) -> u64) -> u64 {
 /// The portable [`chunk_delimiters`].
 #[cfg_attr(target_arch = "x86_64", allow(dead_code))]
 #[inline(always)]
-fn chunk_delimiters_swar(chunk: &[u8; 16]) -> [u64; 3] {
+fn chunk_delimiters_swar(chunk: &[u8; 16]) -> [u64; 4] {
     [
         chunk_bits(chunk, |w| eq_flags(w, b',') | eq_flags(w, b' ')),
         chunk_bits(chunk, |w| eq_flags(w, b'=')),
         chunk_bits(chunk, |w| eq_flags(w, b' ')),
+        chunk_bits(chunk, |w| eq_flags(w, b'\\') | eq_flags(w, b'"')),
     ]
 }
 
@@ -313,17 +269,7 @@ mod avx2 {
 
     #[target_feature(enable = "avx2")]
     #[inline]
-    pub(super) fn has_escaping(buf: &[u8]) -> bool {
-        super::any_chunk(buf, |chunk: &[u8; 32]| {
-            let bytes = load(chunk);
-            let is = |b: u8| _mm256_cmpeq_epi8(bytes, _mm256_set1_epi8(b as i8));
-            mask(_mm256_or_si256(is(b'\\'), is(b'"'))) != 0
-        })
-    }
-
-    #[target_feature(enable = "avx2")]
-    #[inline]
-    pub(super) fn delimiters(buf: &[u8], i: usize) -> [u64; 3] {
+    pub(super) fn delimiters(buf: &[u8], i: usize) -> [u64; 4] {
         super::block(buf, i, |chunk: &[u8; 32]| {
             let bytes = load(chunk);
             let is = |b: u8| _mm256_cmpeq_epi8(bytes, _mm256_set1_epi8(b as i8));
@@ -332,6 +278,7 @@ mod avx2 {
                 mask(_mm256_or_si256(is(b','), spaces)),
                 mask(is(b'=')),
                 mask(spaces),
+                mask(_mm256_or_si256(is(b'\\'), is(b'"'))),
             ]
         })
     }
@@ -382,6 +329,7 @@ mod tests {
             separators: mask(&|b| b == b',' || b == b' '),
             equals: mask(&|b| b == b'='),
             spaces: mask(&|b| b == b' '),
+            escaping: mask(&|b| b == b'\\' || b == b'"'),
         };
         let numbers = NumberBytes {
             digits: mask(&|b| b.is_ascii_digit()),
@@ -410,9 +358,6 @@ mod tests {
             "swar: {:?} at {i}",
             String::from_utf8_lossy(buf)
         );
-        let escaping = buf[i..].iter().any(|&b| b == b'\\' || b == b'"');
-        assert_eq!(classifier.has_escaping(&buf[i..]), escaping);
-        assert_eq!(any_chunk(&buf[i..], chunk_has_escaping_swar), escaping);
     }
 
     #[test]
