@@ -379,10 +379,11 @@ fn freeze(batch: &mut OpenBatch) -> Arc<Batch> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    const TARGET: Target<'static> = Target {
+    /// Where unit tests write: database "db", nanosecond timestamps.
+    pub(crate) const TARGET: Target<'static> = Target {
         db: "db",
         rp: None,
         precision: Precision::Nanoseconds,

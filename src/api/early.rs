@@ -275,15 +275,8 @@ impl Committable {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::batch::tests::TARGET;
     use crate::config::Config;
-    use crate::lp::precision::Precision;
-
-    const TARGET: Target<'static> = Target {
-        db: "db",
-        rp: None,
-        precision: Precision::Nanoseconds,
-        authorization: None,
-    };
 
     fn router() -> Router {
         let config = Config::from_toml(

@@ -494,6 +494,7 @@ impl std::fmt::Display for Quoted<'_> {
 mod tests {
     use super::*;
     use crate::api::early::Partial;
+    use crate::batch::tests::TARGET;
     use crate::config::Config;
 
     fn router(routes: &str) -> Router {
@@ -515,10 +516,8 @@ mod tests {
         max_batch_bytes: usize,
     ) -> (IngestReport, Vec<(u32, String, usize)>) {
         let target = Target {
-            db: "db",
-            rp: None,
             precision,
-            authorization: None,
+            ..TARGET
         };
         let received = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         let mut batcher = Batcher::new(router.set_count(), max_batch_bytes);
