@@ -4,7 +4,8 @@
 //! `validate_instructions <kind> <rounds>` takes 5000 `cpu` lines `rounds`
 //! times through one of:
 //!
-//! - `plain`, `escaped`: scan + validate, plain or escaped lines;
+//! - `plain`, `escaped`, `sorted`: scan + validate, plain lines, lines with
+//!   escapes, or plain lines with their tags sorted by key;
 //! - `ingest`: scan, validate, route and copy into batches (plain lines);
 //! - `early-ingest`: the same, three quarters of it ingested in three
 //!   reads while it arrives (`api::early`), the rest at the end.
@@ -15,6 +16,8 @@
 //! rounds is the steadiest figure to compare two builds by.
 
 mod common;
+
+use common::Shape;
 
 use std::time::{Instant, SystemTime};
 
@@ -28,7 +31,13 @@ fn main() {
     let kind = args.next().unwrap_or_default();
     let rounds: usize = args.next().and_then(|r| r.parse().ok()).unwrap_or(1);
     let timed = args.next().as_deref() == Some("--time");
-    let body = common::cpu_body(LINES, kind == "escaped");
+    // The scan kinds are named after their body's shape; the ingest kinds
+    // take plain lines.
+    let shape = [Shape::Escaped, Shape::SortedTags]
+        .into_iter()
+        .find(|shape| shape.name() == kind)
+        .unwrap_or(Shape::Plain);
+    let body = common::cpu_body(LINES, shape);
     let mut round: Box<dyn FnMut() -> usize> = match kind.as_str() {
         "ingest" => ingest_round(&body, false),
         "early-ingest" => ingest_round(&body, true),

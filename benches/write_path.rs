@@ -17,34 +17,39 @@ use fluxgate::lp::gzip::Gunzip;
 use fluxgate::lp::line::parse_line;
 use fluxgate::lp::scan::scan_lines;
 
+use common::Shape;
+
 /// A request body shape; its `Display` is the benchmark id.
 #[derive(Clone, Copy)]
 struct Scenario {
     lines: usize,
-    escapes: bool,
+    shape: Shape,
 }
 
 impl fmt::Display for Scenario {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kind = if self.escapes { "escaped" } else { "plain" };
-        write!(f, "{}_lines_cpu_{kind}", self.lines)
+        write!(f, "{}_lines_cpu_{}", self.lines, self.shape.name())
     }
 }
 
 impl Scenario {
     fn body(self) -> Vec<u8> {
-        common::cpu_body(self.lines, self.escapes)
+        common::cpu_body(self.lines, self.shape)
     }
 }
 
-const SCENARIOS: [Scenario; 2] = [
+const SCENARIOS: [Scenario; 3] = [
     Scenario {
         lines: 5000,
-        escapes: false,
+        shape: Shape::Plain,
     },
     Scenario {
         lines: 5000,
-        escapes: true,
+        shape: Shape::Escaped,
+    },
+    Scenario {
+        lines: 5000,
+        shape: Shape::SortedTags,
     },
 ];
 

@@ -9,6 +9,8 @@
 #   GZIP=1 scripts/compare-builds.sh ...    (gzip bodies)
 #   HOSTS=100000 scripts/compare-builds.sh ... (series per measurement;
 #                                               loadgen's default is 100)
+#   SORTED_TAGS=1 scripts/compare-builds.sh ... (tags sorted by key, as
+#                                               clients write them)
 #
 # Build the old one from another checkout, e.g.
 #   git worktree add /tmp/old <commit> &&
@@ -43,7 +45,7 @@ for round in $(seq "$rounds"); do
     fluxgate=${builds[$which]}
     start_fluxgate "workers = 2" 'ack = "accepted"' ""
     before=$(cpu_seconds "$proxy_pid")
-    json=$(load "http://127.0.0.1:$proxy" "${seconds}s" --connections 4 ${GZIP:+--gzip} ${HOSTS:+--hosts "$HOSTS"})
+    json=$(load "http://127.0.0.1:$proxy" "${seconds}s" --connections 4 ${GZIP:+--gzip} ${HOSTS:+--hosts "$HOSTS"} ${SORTED_TAGS:+--sorted-tags})
     after=$(cpu_seconds "$proxy_pid")
     stop_fluxgate
     per_cpu=$(points_per_cpu_second "$json" "$before" "$after")

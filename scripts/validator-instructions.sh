@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Instructions per line spent scanning and validating the classic 386-byte
-# `cpu` lines, and ingesting them whole (routed and copied into batches), at
+# `cpu` lines (tags in the data set's order, sorted by key, or with escapes),
+# and ingesting them whole (routed and copied into batches), at
 # the end of a body or mostly while it arrives; counted by callgrind: unlike
 # timings, the count does not depend on what else the machine is doing, so
 # two builds compare exactly.
@@ -19,7 +20,7 @@ instructions() { # kind rounds
     awk '/Collected/ { print $4 }'
 }
 
-for kind in plain escaped ingest early-ingest; do
+for kind in plain sorted escaped ingest early-ingest; do
   # Two runs that differ by one round of 5000 lines: the difference is the
   # cost of those lines alone, without start-up and body generation.
   one=$(instructions "$kind" 1)

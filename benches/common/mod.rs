@@ -46,20 +46,52 @@ pub fn replicated_router() -> Router {
     Router::new(&config)
 }
 
+/// How the generated `cpu` lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// Tags in the devops data set's order (not sorted), no escapes.
+    Plain,
+    /// As `Plain`, but the host tag holds an escaped space and comma.
+    Escaped,
+    /// Tags sorted by key, as Telegraf and the InfluxDB client libraries
+    /// write them.
+    SortedTags,
+}
+
+impl Shape {
+    pub fn name(self) -> &'static str {
+        match self {
+            Shape::Plain => "plain",
+            Shape::Escaped => "escaped",
+            Shape::SortedTags => "sorted",
+        }
+    }
+}
+
 /// `lines` lines of the classic devops `cpu` shape (10 tags, 10 float
-/// fields, about 386 bytes), with increasing timestamps; with `escapes`,
-/// the host tag holds an escaped space and comma.
-pub fn cpu_body(lines: usize, escapes: bool) -> Vec<u8> {
+/// fields, about 386 bytes), with increasing timestamps, written as `shape`
+/// says.
+pub fn cpu_body(lines: usize, shape: Shape) -> Vec<u8> {
     let mut body = String::new();
     for i in 0..lines {
-        let host = if escapes {
+        let host = if shape == Shape::Escaped {
             format!("host\\ {}\\,x", i % 100)
         } else {
             format!("host_{}", i % 100)
         };
+        let tags = if shape == Shape::SortedTags {
+            format!(
+                "arch=x86,datacenter=eu-west-1a,hostname={host},os=Ubuntu16.10,rack=42,region=eu-west-1,\
+                 service=18,service_environment=production,service_version=1,team=NYC"
+            )
+        } else {
+            format!(
+                "hostname={host},region=eu-west-1,datacenter=eu-west-1a,rack=42,os=Ubuntu16.10,arch=x86,\
+                 team=NYC,service=18,service_version=1,service_environment=production"
+            )
+        };
         body.push_str(&format!(
-            "cpu,hostname={host},region=eu-west-1,datacenter=eu-west-1a,rack=42,os=Ubuntu16.10,arch=x86,\
-             team=NYC,service=18,service_version=1,service_environment=production \
+            "cpu,{tags} \
              usage_user=58.1317,usage_system=2.6454,usage_idle=24.1239,usage_nice=61.0421,usage_iowait=22.9345,\
              usage_irq=63.6204,usage_softirq=6.6546,usage_steal=37.9463,usage_guest=36.5812,usage_guest_nice=4.9213 \
              {}\n",

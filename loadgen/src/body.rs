@@ -266,6 +266,7 @@ mod tests {
         measurements: 1,
         seed: 3,
         ns_per_unit: 1,
+        sorted_tags: false,
     };
 
     fn plan(requests: Option<u64>, last: Option<usize>, gzip: bool) -> BodyPlan {

@@ -91,6 +91,9 @@ pub struct Shape {
     pub seed: u64,
     /// Nanoseconds per timestamp unit, from [`ns_per_unit`].
     pub ns_per_unit: u64,
+    /// Tags sorted by key (as Telegraf and the client libraries write them)
+    /// instead of in the devops data set's order.
+    pub sorted_tags: bool,
 }
 
 /// Pre-rendered series keys plus the timestamp arithmetic.
@@ -108,7 +111,7 @@ impl Generator {
     pub fn new(shape: Shape) -> Generator {
         let mut series = Vec::with_capacity((shape.hosts * shape.measurements) as usize);
         for host in 0..shape.hosts {
-            let tags = host_tags(shape.seed, host);
+            let tags = host_tags(shape.seed, host, shape.sorted_tags);
             for m in 0..shape.measurements {
                 let mut key = if m == 0 {
                     b"cpu".to_vec()
@@ -171,8 +174,9 @@ impl Generator {
     }
 }
 
-/// The `,hostname=...,service_environment=...` tag string of one host.
-fn host_tags(seed: u64, host: u64) -> String {
+/// The `,hostname=...,service_environment=...` tag string of one host, its
+/// tags in the data set's order or sorted by key.
+fn host_tags(seed: u64, host: u64, sorted: bool) -> String {
     let mut rng = Rng::new(seed ^ HOST_STREAM, host);
     let (region, datacenters) = REGIONS[rng.below(REGIONS.len() as u64) as usize];
     let datacenter = datacenters[rng.below(datacenters.len() as u64) as usize];
@@ -183,11 +187,24 @@ fn host_tags(seed: u64, host: u64) -> String {
     let service = rng.below(SERVICES);
     let version = rng.below(SERVICE_VERSIONS);
     let environment = ENVIRONMENTS[rng.below(ENVIRONMENTS.len() as u64) as usize];
-    format!(
-        ",hostname=host_{host},region={region},datacenter={datacenter},rack={rack},os={os},\
-         arch={arch},team={team},service={service},service_version={version},\
-         service_environment={environment}"
-    )
+    let mut tags = [
+        ("hostname", format!("host_{host}")),
+        ("region", region.to_owned()),
+        ("datacenter", datacenter.to_owned()),
+        ("rack", rack.to_string()),
+        ("os", os.to_owned()),
+        ("arch", arch.to_owned()),
+        ("team", team.to_owned()),
+        ("service", service.to_string()),
+        ("service_version", version.to_string()),
+        ("service_environment", environment.to_owned()),
+    ];
+    if sorted {
+        tags.sort_unstable_by_key(|&(key, _)| key);
+    }
+    tags.iter()
+        .map(|(key, value)| format!(",{key}={value}"))
+        .collect()
 }
 
 /// Appends `value` in decimal.
@@ -253,6 +270,7 @@ mod tests {
         measurements: 1,
         seed: 7,
         ns_per_unit: 1,
+        sorted_tags: false,
     };
 
     fn lines(shape: Shape, first: u64, count: usize, round_rows: u64) -> Vec<String> {
@@ -316,6 +334,29 @@ mod tests {
         let bytes: usize = all.iter().map(|l| l.len() + 1).sum();
         let average = bytes as f64 / all.len() as f64;
         assert!((376.0..=396.0).contains(&average), "average {average}");
+    }
+
+    #[test]
+    fn sorted_tags_are_the_same_tags_sorted_by_key() {
+        let tags = |line: &str| -> Vec<String> {
+            let series = line.split(' ').next().unwrap();
+            series.split(',').skip(1).map(str::to_owned).collect()
+        };
+        let sorted = Shape {
+            sorted_tags: true,
+            ..SHAPE
+        };
+        for (plain, sorted) in lines(SHAPE, 0, 50, 0).iter().zip(lines(sorted, 0, 50, 0)) {
+            let (mut want, got) = (tags(plain), tags(&sorted));
+            assert_ne!(want, got, "the data set's order is not sorted");
+            want.sort();
+            assert_eq!(got, want);
+            // Only the tags moved: the fields and the timestamp are the same.
+            assert_eq!(
+                plain.split_once(' ').unwrap().1,
+                sorted.split_once(' ').unwrap().1
+            );
+        }
     }
 
     #[test]

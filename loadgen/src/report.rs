@@ -48,6 +48,7 @@ pub enum Load {
     Write {
         hosts: u64,
         measurements: u64,
+        sorted_tags: bool,
         batch_lines: usize,
         gzip: bool,
     },
@@ -158,14 +159,16 @@ impl Report {
             Load::Write {
                 hosts,
                 measurements,
+                sorted_tags,
                 batch_lines,
                 gzip,
             } => {
                 let _ = writeln!(
                     out,
-                    "loadgen write -> {} db={}: {hosts} hosts x {measurements} measurements, batch {batch_lines}, {} connections, gzip {}, rate {rate}",
+                    "loadgen write -> {} db={}: {hosts} hosts x {measurements} measurements{}, batch {batch_lines}, {} connections, gzip {}, rate {rate}",
                     info.url,
                     info.db,
+                    if *sorted_tags { ", tags sorted" } else { "" },
                     info.connections,
                     if *gzip { "on" } else { "off" },
                 );
@@ -250,12 +253,13 @@ impl Report {
             Load::Write {
                 hosts,
                 measurements,
+                sorted_tags,
                 batch_lines,
                 gzip,
             } => {
                 let _ = write!(
                     out,
-                    ",\"hosts\":{hosts},\"measurements\":{measurements},\"batch_size\":{batch_lines},\"gzip\":{gzip}",
+                    ",\"hosts\":{hosts},\"measurements\":{measurements},\"sorted_tags\":{sorted_tags},\"batch_size\":{batch_lines},\"gzip\":{gzip}",
                 );
             }
             Load::Query { queries } => {
@@ -487,6 +491,7 @@ mod tests {
             load: Load::Write {
                 hosts: 100,
                 measurements: 1,
+                sorted_tags: false,
                 batch_lines: 5000,
                 gzip: false,
             },

@@ -35,6 +35,11 @@ pub struct WriteArgs {
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
     pub hosts: u64,
 
+    /// Write each line's tags sorted by key, as Telegraf and the InfluxDB
+    /// client libraries do (the devops data set's own order is not sorted).
+    #[arg(long)]
+    pub sorted_tags: bool,
+
     /// Measurements per host: `cpu`, then `cpu_1`, `cpu_2`, ...
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     pub measurements: u64,
@@ -142,6 +147,7 @@ pub fn run(args: &WriteArgs) -> Result<()> {
         measurements: args.measurements,
         seed: args.seed,
         ns_per_unit,
+        sorted_tags: args.sorted_tags,
     });
     let bodies = Bodies::build(&generator, plan)?;
     eprintln!(
@@ -172,6 +178,7 @@ pub fn run(args: &WriteArgs) -> Result<()> {
         load: Load::Write {
             hosts: args.hosts,
             measurements: args.measurements,
+            sorted_tags: args.sorted_tags,
             batch_lines,
             gzip: args.gzip,
         },

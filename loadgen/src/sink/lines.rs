@@ -407,6 +407,7 @@ mod tests {
             measurements: 3,
             seed: 1,
             ns_per_unit: 1,
+            sorted_tags: false,
         });
         let mut body = Vec::new();
         generator.write_lines(0, 1000, 0, &mut body, &mut Vec::new());

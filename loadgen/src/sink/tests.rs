@@ -106,6 +106,7 @@ fn write_client_points_are_counted_per_listener_db_and_measurement() {
         measurements: 2,
         seed: 5,
         ns_per_unit: 1,
+        sorted_tags: false,
     });
 
     write_with_client(a, &generator, 6, 100, false);
