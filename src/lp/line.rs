@@ -1268,6 +1268,8 @@ mod tests {
         // The same, with escapes (the full parser's keys).
         err(r"m,a=1,b\ x=2,c=3,d=4,b=5,b\ x=6 f=1", "duplicate tags");
         ok(r"m,a=1,b\ x=2,c=3,d=4,b=5,b\ y=6 f=1", "m", false);
+        // A value between them holding an escaped comma.
+        err(r"m,a=1,b=x\,y,c=3,d=4,a0=5,c=6 f=1", "duplicate tags");
     }
 
     #[test]
