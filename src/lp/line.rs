@@ -359,10 +359,10 @@ pub(super) struct TagKey {
 /// Clients usually send tags sorted, and keys in strictly increasing order have
 /// no duplicate: neighbours are compared while that holds, on their first eight
 /// bytes (one word each) unless those are equal. Once a key is out of order,
-/// every key gets an 8-bit fingerprint in a set, those before it read again from
-/// the buffer: equal keys have equal fingerprints, so while no two keys share one
-/// there is no duplicate and no keys need comparing (the usual case for unsorted
-/// sets too).
+/// every key gets an 8-bit fingerprint in a set, the earlier ones too (any
+/// between the first and the previous read again from the buffer): equal keys
+/// have equal fingerprints, so while no two keys share one there is no
+/// duplicate and no keys need comparing (the usual case for unsorted sets too).
 pub(super) struct TagKeyCheck {
     /// The first key, and the one pushed last (`end` 0 before there is one:
     /// a key never ends at 0).
