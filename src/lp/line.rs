@@ -357,19 +357,18 @@ pub(super) struct TagKey {
 /// The duplicate check of `scanKey`, fed one tag key at a time, in line order.
 ///
 /// Clients usually send tags sorted, and keys in strictly increasing order have
-/// no duplicate: neighbours are compared while that holds, on their first eight
-/// bytes (one word each) unless those are equal. Once a key is out of order,
-/// every key gets an 8-bit fingerprint in a set, the earlier ones too (any
-/// between the first and the previous read again from the buffer): equal keys
-/// have equal fingerprints, so while no two keys share one there is no
-/// duplicate and no keys need comparing (the usual case for unsorted sets too).
+/// no duplicate: neighbours are compared while that holds, on their first byte,
+/// then on their first eight (one word each), and in full only if those are
+/// equal too. Once a key is out of order, every key gets an 8-bit fingerprint
+/// in a set, the earlier ones too (any between the first and the previous read
+/// again from the buffer): equal keys have equal fingerprints, so while no two
+/// keys share one there is no duplicate and no keys need comparing (the usual
+/// case for unsorted sets too).
 pub(super) struct TagKeyCheck {
     /// The first key, and the one pushed last (`end` 0 before there is one:
     /// a key never ends at 0).
     first: TagKey,
     prev: TagKey,
-    /// [`order_prefix`] of `prev`.
-    prev_prefix: Option<u64>,
     /// Keys pushed while `sorted`.
     sorted_count: usize,
     /// The keys so far were strictly increasing: no duplicate, no fingerprints.
@@ -410,7 +409,6 @@ impl TagKeyCheck {
         Self {
             first: NONE,
             prev: NONE,
-            prev_prefix: None,
             sorted_count: 0,
             sorted: true,
             fingerprints: Fingerprints::default(),
@@ -428,14 +426,14 @@ impl TagKeyCheck {
             return;
         }
         if self.sorted {
-            let prefix = order_prefix(buf, key);
             if self.prev.end == 0 {
                 self.first = key;
             } else {
-                let order = match (self.prev_prefix, prefix) {
-                    (Some(prev), Some(this)) if prev != this => prev.cmp(&this),
-                    _ => buf[self.prev.start..self.prev.end].cmp(&buf[key.start..key.end]),
-                };
+                // Keys nearly always differ in their first byte: that decides
+                // most comparisons.
+                let order = buf[self.prev.start]
+                    .cmp(&buf[key.start])
+                    .then_with(|| key_order(buf, self.prev, key));
                 match order {
                     std::cmp::Ordering::Less => {}
                     std::cmp::Ordering::Equal => {
@@ -449,7 +447,6 @@ impl TagKeyCheck {
                 }
             }
             self.prev = key;
-            self.prev_prefix = prefix;
             self.sorted_count += 1;
         }
         if !self.sorted {
@@ -502,6 +499,15 @@ fn fingerprint_between(buf: &[u8], first: TagKey, last: TagKey, fingerprints: &m
         debug_assert!(false, "the keys pushed before were valid");
         // Cannot happen; were it to, comparing the keys decides.
         fingerprints.shared = true;
+    }
+}
+
+/// The order of two keys, on their first eight bytes unless those are equal.
+#[inline(always)]
+fn key_order(buf: &[u8], a: TagKey, b: TagKey) -> std::cmp::Ordering {
+    match (order_prefix(buf, a), order_prefix(buf, b)) {
+        (Some(a), Some(b)) if a != b => a.cmp(&b),
+        _ => buf[a.start..a.end].cmp(&buf[b.start..b.end]),
     }
 }
 
