@@ -66,6 +66,21 @@ fn metrics_count_requests_lines_and_backend_writes() {
         );
     }
     assert!(metrics.contains("# TYPE fluxgate_backend_retries_total counter"));
+
+    // A client holding its answer finds the request counted, whichever worker
+    // answers the scrape.
+    for expected in 2..=40 {
+        assert_eq!(write("broken\n"), 400);
+        let metrics = http::get(&proxy.url("/metrics")).body;
+        assert_eq!(
+            metric(
+                &metrics,
+                "fluxgate_http_requests_total{endpoint=\"write\",status=\"400\"}"
+            ),
+            Some(f64::from(expected)),
+            "{metrics}"
+        );
+    }
 }
 
 #[test]

@@ -95,7 +95,8 @@ pub async fn serve(stream: TcpStream, worker: &Worker) {
         };
         let deadline = deadline.expect("a head was read");
 
-        // Latency is measured from a complete head to the answer sent.
+        // Latency is measured from a complete head to the answer ready to send
+        // (to its last byte sent, for an answer streamed from a backend).
         let started = Instant::now();
         let body_end = match conn
             .read_body(worker, &head, server.read_timeout, deadline, max_body_bytes)
@@ -119,7 +120,18 @@ pub async fn serve(stream: TcpStream, worker: &Worker) {
         conn.out.clear();
         let head_only = head.method == Method::Head;
         response.encode(&mut conn.out, keep_alive, head_only);
-        let status = response.status;
+        let endpoint = Endpoint::from_path(head.path(&conn.buf));
+        let record = || {
+            worker
+                .stats
+                .record_request(endpoint, response.status, started.elapsed())
+        };
+        // An answer made here is counted before it goes out, so a client holding
+        // it finds it in `/metrics`; a proxied one once the backend's body is through.
+        let streamed = matches!(response.body, Body::Proxied(_)) && !head_only;
+        if !streamed {
+            record();
+        }
         let mut written = conn.write_out().await;
         if let (Body::Proxied(answer), Ok(()), false) = (response.body, &written, head_only) {
             written = conn
@@ -130,10 +142,9 @@ pub async fn serve(stream: TcpStream, worker: &Worker) {
                 )
                 .await;
         }
-        let endpoint = Endpoint::from_path(head.path(&conn.buf));
-        worker
-            .stats
-            .record_request(endpoint, status, started.elapsed());
+        if streamed {
+            record();
+        }
         if written.is_err() || !keep_alive {
             return;
         }

@@ -114,7 +114,8 @@ impl Default for WorkerStats {
 }
 
 impl WorkerStats {
-    /// Counts one answered request and its latency (first byte to answer sent).
+    /// Counts one answered request and its latency (complete head to answer
+    /// ready; to the end of the answer for one streamed from a backend).
     pub fn record_request(&self, endpoint: Endpoint, status: u16, elapsed: Duration) {
         self.requests[endpoint.index()][status_index(status)].fetch_add(1, Ordering::Relaxed);
         self.latency[endpoint.index()].record(elapsed);
