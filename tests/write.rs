@@ -745,3 +745,60 @@ fn clients_beyond_max_connections_wait_until_one_leaves() {
     let n = std::io::Read::read(&mut third, &mut byte).unwrap();
     assert_eq!((n, byte[0]), (1, b'H'));
 }
+
+#[test]
+fn writes_pushed_back_by_a_full_queue_are_admitted_in_turn_once_it_drains() {
+    let mut server = crate::harness::Influxd::start();
+    let db = unique("pushed_back");
+    server.create_database(&db);
+    // One line per batch and one batch of queue: a down backend fills it at once.
+    let proxy = Fluxgate::start(
+        "workers = 1",
+        &format!(
+            "[[backends]]\nname = \"a\"\nurl = \"http://127.0.0.1:{}\"\n[routes]\n_default_ = [\"a\"]\n\
+             [write]\nack = \"accepted\"\nflush_interval = \"10ms\"\nmax_batch_bytes = 24\nqueue_batches = 1\n\
+             queue_timeout = \"25s\"\nmax_retry_backoff = \"100ms\"\n",
+            server.http_port
+        ),
+    );
+    server.stop();
+    let waiting = || {
+        let metrics = http::get(&proxy.url("/metrics")).body;
+        metric(&metrics, "fluxgate_writes_waiting").expect("writes_waiting in /metrics") as u64
+    };
+    const CLIENTS: u64 = 30;
+    let answered = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let url = proxy.url(&format!("/write?db={db}&precision=s"));
+    let mut clients = Vec::new();
+    for n in 1..=CLIENTS {
+        let (url, statuses) = (url.clone(), answered.clone());
+        clients.push(std::thread::spawn(move || {
+            let reply = http::post(&url, &[], format!("pushed v={n} {n}\n").as_bytes());
+            statuses.lock().unwrap().push(reply.status);
+        }));
+        // Each client is answered or waits in line before the next comes.
+        eventually(
+            LANDING_TIMEOUT,
+            "the write to be answered or to wait",
+            || (answered.lock().unwrap().len() as u64 + waiting() == n).then_some(()),
+        );
+    }
+    let in_line = waiting();
+    assert!(
+        in_line >= CLIENTS / 2,
+        "{in_line} of {CLIENTS} writes wait; answered {:?}",
+        answered.lock().unwrap()
+    );
+    assert!(answered.lock().unwrap().iter().all(|&status| status == 204));
+
+    // Once the backend is back, every waiting write gets its turn.
+    server.restart();
+    for client in clients {
+        client.join().unwrap();
+    }
+    assert_eq!(*answered.lock().unwrap(), vec![204; CLIENTS as usize]);
+    assert_eq!(waiting(), 0);
+    assert_count("every write's point", CLIENTS, || {
+        server.count(&db, "pushed")
+    });
+}

@@ -103,6 +103,16 @@ pub fn metrics(worker: &Worker) -> Response {
     );
 
     m.family(
+        "fluxgate_writes_waiting",
+        Kind::Gauge,
+        "Writes waiting for room in full backend queues (pushed back; answered 503 after write.queue_timeout).",
+    );
+    m.sample(
+        "fluxgate_writes_waiting",
+        &[],
+        worker_sum(|w| w.writes_waiting.load(Ordering::Relaxed)),
+    );
+    m.family(
         "fluxgate_backend_up",
         Kind::Gauge,
         "1 while the backend's last write succeeded.",

@@ -233,15 +233,28 @@ const RETAINED_DECOMPRESSED_BYTES: usize = 16 << 20;
 /// Waits while batches of this worker wait for full writer queues: a write is
 /// only admitted once everything accepted before it has a place in a queue, so
 /// a slow or down backend pushes back on clients instead of growing memory.
+/// Waiting writes queue up; only the first looks for room (see
+/// [`crate::server::admission`]).
 async fn admit(worker: &Worker, queue_timeout: Duration) -> Result<(), ApiError> {
-    let started = Instant::now();
+    let line = &worker.admission;
+    if line.is_empty() && worker.state.borrow_mut().drain_overflow() {
+        return Ok(());
+    }
+    let deadline = Instant::now() + queue_timeout;
+    let queue_full = || ApiError::QueueFull {
+        backends: worker.state.borrow().blocked_backends().join(", "),
+    };
+    // Leaving the line (admitted or not) hands the turn to the next write.
+    let ticket = line.join();
+    monoio::time::timeout(queue_timeout, ticket.first())
+        .await
+        .map_err(|_| queue_full())?;
     while !worker.state.borrow_mut().drain_overflow() {
-        if started.elapsed() >= queue_timeout {
-            return Err(ApiError::QueueFull {
-                backends: worker.state.borrow().blocked_backends().join(", "),
-            });
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(queue_full());
         }
-        monoio::time::sleep(ADMISSION_POLL).await;
+        monoio::time::sleep(ADMISSION_POLL.min(left)).await;
     }
     Ok(())
 }

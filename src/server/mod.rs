@@ -2,6 +2,7 @@
 //! SO_REUSEPORT listener on `server.listen`, so the kernel spreads connections
 //! across workers and no accept lock is shared.
 
+pub mod admission;
 pub mod conn;
 pub mod request;
 pub mod response;

@@ -22,6 +22,7 @@ use crate::dispatch::Dispatcher;
 use crate::generation::{Current, Generation};
 use crate::log_limit::LogLimit;
 use crate::lp::gzip::Gunzip;
+use crate::server::admission::AdmissionLine;
 use crate::settle::SettleNotices;
 use crate::shutdown::Shutdown;
 use crate::stats::WorkerStats;
@@ -75,6 +76,8 @@ pub struct Worker {
     /// with the task reading them, which must not hold the worker itself (its
     /// queues would outlive shutdown).
     pub settle: Rc<SettleNotices>,
+    /// Writes waiting for room in the writer queues, in arrival order.
+    pub admission: AdmissionLine,
     connections: Cell<usize>,
 }
 
@@ -124,14 +127,16 @@ impl Worker {
             decompressed: Vec::new(),
             measurement: Vec::new(),
         };
+        let stats = shared.workers[id].clone();
         Worker {
             id,
-            stats: shared.workers[id].clone(),
+            stats: stats.clone(),
             shared,
             state: RefCell::new(state),
             stopping: LocalSignal::default(),
             query_connections: crate::query::backend::ConnectionPool::default(),
             settle: Rc::default(),
+            admission: AdmissionLine::new(stats.clone()),
             connections: Cell::new(0),
         }
     }

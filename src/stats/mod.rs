@@ -98,6 +98,8 @@ pub struct WorkerStats {
     pub lines_ingested_early: AtomicU64,
     /// Write body bytes as received (compressed if sent gzip).
     pub bytes_received: AtomicU64,
+    /// Writes waiting for room in full writer queues (a gauge).
+    pub writes_waiting: AtomicU64,
 }
 
 impl Default for WorkerStats {
@@ -109,6 +111,7 @@ impl Default for WorkerStats {
             lines_invalid: AtomicU64::new(0),
             lines_ingested_early: AtomicU64::new(0),
             bytes_received: AtomicU64::new(0),
+            writes_waiting: AtomicU64::new(0),
         }
     }
 }
