@@ -746,12 +746,12 @@ fn clients_beyond_max_connections_wait_until_one_leaves() {
     assert_eq!((n, byte[0]), (1, b'H'));
 }
 
-#[test]
-fn writes_pushed_back_by_a_full_queue_are_admitted_in_turn_once_it_drains() {
+/// A database on a stopped server, and a proxy in front of it whose queue
+/// fills at once: one line per batch, one batch of queue.
+fn proxy_of_a_stopped_backend(db_prefix: &str) -> (crate::harness::Influxd, String, Fluxgate) {
     let mut server = crate::harness::Influxd::start();
-    let db = unique("pushed_back");
+    let db = unique(db_prefix);
     server.create_database(&db);
-    // One line per batch and one batch of queue: a down backend fills it at once.
     let proxy = Fluxgate::start(
         "workers = 1",
         &format!(
@@ -762,19 +762,43 @@ fn writes_pushed_back_by_a_full_queue_are_admitted_in_turn_once_it_drains() {
         ),
     );
     server.stop();
-    let waiting = || {
-        let metrics = http::get(&proxy.url("/metrics")).body;
-        metric(&metrics, "fluxgate_writes_waiting").expect("writes_waiting in /metrics") as u64
-    };
+    (server, db, proxy)
+}
+
+/// Writes waiting in line for room in the writer queues.
+fn writes_waiting(proxy: &Fluxgate) -> u64 {
+    let metrics = http::get(&proxy.url("/metrics")).body;
+    metric(&metrics, "fluxgate_writes_waiting").expect("writes_waiting in /metrics") as u64
+}
+
+/// Sends the head of a write with `Expect: 100-continue`, keeping its body.
+fn ask_to_write(proxy: &Fluxgate, db: &str, body: &str) -> Raw {
+    let mut raw = Raw::connect(proxy.addr);
+    raw.send(
+        format!(
+            "POST /write?db={db}&precision=s HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    raw
+}
+
+#[test]
+fn writes_pushed_back_by_a_full_queue_wait_without_their_bodies_and_land_once_it_drains() {
+    let (mut server, db, proxy) = proxy_of_a_stopped_backend("pushed_back");
+    let metrics = || http::get(&proxy.url("/metrics")).body;
+    let waiting = || writes_waiting(&proxy);
+    let body = |n: u64| format!("pushed v={n} {n}\n");
     const CLIENTS: u64 = 30;
     let answered = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let url = proxy.url(&format!("/write?db={db}&precision=s"));
     let mut clients = Vec::new();
     for n in 1..=CLIENTS {
-        let (url, statuses) = (url.clone(), answered.clone());
+        let (url, answers) = (url.clone(), answered.clone());
         clients.push(std::thread::spawn(move || {
-            let reply = http::post(&url, &[], format!("pushed v={n} {n}\n").as_bytes());
-            statuses.lock().unwrap().push(reply.status);
+            let reply = http::post(&url, &[], body(n).as_bytes());
+            answers.lock().unwrap().push((n, reply.status));
         }));
         // Each client is answered or waits in line before the next comes.
         eventually(
@@ -784,21 +808,101 @@ fn writes_pushed_back_by_a_full_queue_are_admitted_in_turn_once_it_drains() {
         );
     }
     let in_line = waiting();
+    let answers = answered.lock().unwrap().clone();
     assert!(
         in_line >= CLIENTS / 2,
-        "{in_line} of {CLIENTS} writes wait; answered {:?}",
-        answered.lock().unwrap()
+        "{in_line} of {CLIENTS} writes wait; answered {answers:?}"
     );
-    assert!(answered.lock().unwrap().iter().all(|&status| status == 204));
+    assert!(answers.iter().all(|&(_, status)| status == 204));
+    // The waiting writes' bodies are not read: only the answered ones' were...
+    let answered_bytes: usize = answers.iter().map(|&(n, _)| body(n).len()).sum();
+    assert_eq!(
+        metric(&metrics(), "fluxgate_bytes_received_total"),
+        Some(answered_bytes as f64)
+    );
+    // ...and a client that asks before sending its body is not asked for it yet.
+    let late = body(CLIENTS + 1);
+    let mut asking = ask_to_write(&proxy, &db, &late);
+    eventually(LANDING_TIMEOUT, "the asking write to wait in line", || {
+        (waiting() == in_line + 1).then_some(())
+    });
+    assert!(
+        asking.has_nothing_to_read(),
+        "100 Continue sent while the queues are full"
+    );
 
     // Once the backend is back, every waiting write gets its turn.
     server.restart();
+    assert_eq!(asking.read_response().status, 100);
+    asking.send(late.as_bytes());
+    assert_eq!(asking.read_response().status, 204);
     for client in clients {
         client.join().unwrap();
     }
-    assert_eq!(*answered.lock().unwrap(), vec![204; CLIENTS as usize]);
+    let statuses: Vec<u16> = answered.lock().unwrap().iter().map(|&(_, s)| s).collect();
+    assert_eq!(statuses, vec![204; CLIENTS as usize]);
     assert_eq!(waiting(), 0);
-    assert_count("every write's point", CLIENTS, || {
+    assert_count("every write's point", CLIENTS + 1, || {
         server.count(&db, "pushed")
     });
+}
+
+#[test]
+fn the_line_lets_in_four_bodies_at_a_time() {
+    let (mut server, db, proxy) = proxy_of_a_stopped_backend("four_at_a_time");
+    // Fill the queue until a write waits in line.
+    let url = proxy.url(&format!("/write?db={db}&precision=s"));
+    let mut fillers = Vec::new();
+    for n in 1.. {
+        let url = url.clone();
+        fillers.push(std::thread::spawn(move || {
+            http::post(&url, &[], format!("filler v={n} {n}\n").as_bytes()).status
+        }));
+        if eventually(
+            LANDING_TIMEOUT,
+            "the write to be answered or to wait",
+            || {
+                let done = fillers.iter().filter(|f| f.is_finished()).count() as u64;
+                let waiting = writes_waiting(&proxy);
+                (done + waiting == n).then_some(waiting > 0)
+            },
+        ) {
+            break;
+        }
+    }
+    let fillers_waiting = writes_waiting(&proxy);
+    // Six clients that ask before sending their bodies join the line.
+    let mut asking: Vec<Raw> = (0..6)
+        .map(|i| {
+            let raw = ask_to_write(&proxy, &db, &format!("asked v={i} {i}\n"));
+            eventually(LANDING_TIMEOUT, "the asking write to wait", || {
+                (writes_waiting(&proxy) == fillers_waiting + i + 1).then_some(())
+            });
+            raw
+        })
+        .collect();
+
+    // With room again, the fillers land, then four asking writes are let in:
+    // they hold their bodies back, and the other two wait for one of them.
+    server.restart();
+    for raw in &mut asking[..4] {
+        assert_eq!(raw.read_response().status, 100);
+    }
+    eventually(LANDING_TIMEOUT, "the fillers to be answered", || {
+        fillers.iter().all(|f| f.is_finished()).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(writes_waiting(&proxy), 2);
+    assert!(asking[4].has_nothing_to_read() && asking[5].has_nothing_to_read());
+    for (i, raw) in asking.iter_mut().enumerate() {
+        if i >= 4 {
+            assert_eq!(raw.read_response().status, 100, "asking write {i}");
+        }
+        raw.send(format!("asked v={i} {i}\n").as_bytes());
+        assert_eq!(raw.read_response().status, 204, "asking write {i}");
+    }
+    for filler in fillers {
+        assert_eq!(filler.join().unwrap(), 204);
+    }
+    assert_count("asked", 6, || server.count(&db, "asked"));
 }

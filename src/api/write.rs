@@ -23,7 +23,8 @@ use crate::lp::line::{parse_line, unescape_measurement};
 use crate::lp::precision::Precision;
 use crate::lp::scan::scan_lines;
 use crate::route::{Router, SetId};
-use crate::server::request::Head;
+use crate::server::admission::BodyPass;
+use crate::server::request::{Head, Method};
 use crate::server::response::Response;
 use crate::server::worker::{Worker, WorkerState};
 use crate::settle;
@@ -230,33 +231,74 @@ async fn wait_until_settled(
 /// A worker keeps at most this much gunzip space between requests.
 const RETAINED_DECOMPRESSED_BYTES: usize = 16 << 20;
 
-/// Waits while batches of this worker wait for full writer queues: a write is
-/// only admitted once everything accepted before it has a place in a queue, so
-/// a slow or down backend pushes back on clients instead of growing memory.
-/// Waiting writes queue up; only the first looks for room (see
-/// [`crate::server::admission`]).
-async fn admit(worker: &Worker, queue_timeout: Duration) -> Result<(), ApiError> {
+/// Bodies a worker reads at once for writes let in from the line: while a
+/// backend stalls, the writes waiting hold no bodies, and the ones let in at
+/// most this many.
+const MAX_BODIES_FROM_LINE: usize = 4;
+
+/// Runs before a request's body is read. A write waits in line while this
+/// worker's writer queues are full (see [`crate::server::admission`]), so the
+/// writes a slow backend holds back hold no bodies; other requests pass. The
+/// pass is to be held until the write is answered.
+///
+/// # Errors
+/// `ApiError::QueueFull` after `write.queue_timeout`, with the body unread.
+pub async fn admit_body<'w>(
+    worker: &'w Worker,
+    head: &Head,
+    buf: &[u8],
+) -> Result<Option<BodyPass<'w>>, ApiError> {
+    if head.method != Method::Post || head.path(buf) != "/write" {
+        return Ok(None);
+    }
     let line = &worker.admission;
     if line.is_empty() && worker.state.borrow_mut().drain_overflow() {
-        return Ok(());
+        return Ok(Some(line.body_pass()));
     }
+    let queue_timeout = worker.generation().config.write.queue_timeout;
     let deadline = Instant::now() + queue_timeout;
-    let queue_full = || ApiError::QueueFull {
-        backends: worker.state.borrow().blocked_backends().join(", "),
-    };
-    // Leaving the line (admitted or not) hands the turn to the next write.
+    // Leaving the line (let in or not) hands the turn to the next write.
     let ticket = line.join();
     monoio::time::timeout(queue_timeout, ticket.first())
         .await
-        .map_err(|_| queue_full())?;
-    while !worker.state.borrow_mut().drain_overflow() {
+        .map_err(|_| queue_full(worker))?;
+    wait_until(deadline, || {
+        line.bodies_in_flight() < MAX_BODIES_FROM_LINE && worker.state.borrow_mut().drain_overflow()
+    })
+    .await
+    .map_err(|()| queue_full(worker))?;
+    Ok(Some(line.body_pass()))
+}
+
+/// Waits with the body read, just before it is ingested, while batches of
+/// this worker wait for full writer queues: a write is only ingested once
+/// everything accepted before it has a place in a queue, so a slow or down
+/// backend pushes back on clients instead of growing memory. Only writes let
+/// in before the queues filled again wait here, each looking on its own.
+async fn admit(worker: &Worker, queue_timeout: Duration) -> Result<(), ApiError> {
+    wait_until(Instant::now() + queue_timeout, || {
+        worker.state.borrow_mut().drain_overflow()
+    })
+    .await
+    .map_err(|()| queue_full(worker))
+}
+
+/// Looks every [`ADMISSION_POLL`] until `ready`; `Err` at `deadline`.
+async fn wait_until(deadline: Instant, mut ready: impl FnMut() -> bool) -> Result<(), ()> {
+    while !ready() {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(queue_full());
+            return Err(());
         }
         monoio::time::sleep(ADMISSION_POLL.min(left)).await;
     }
     Ok(())
+}
+
+fn queue_full(worker: &Worker) -> ApiError {
+    ApiError::QueueFull {
+        backends: worker.state.borrow().blocked_backends().join(", "),
+    }
 }
 
 /// What [`ingest`] did with a body.

@@ -1,10 +1,12 @@
 //! The line of writes waiting for room in the writer queues, per worker.
 //!
-//! When a slow backend's queue is full, writes wait before they are ingested.
-//! Only the first in line looks for room (every few milliseconds); the others
-//! sleep until every write ahead of them was admitted or gave up. A stall then
-//! costs one timer per worker, not one per waiting client, and writes are
-//! admitted in the order they arrived.
+//! When a slow backend's queue is full, writes wait before their bodies are
+//! read. Only the first in line looks for room (every few milliseconds); the
+//! others sleep until every write ahead of them was admitted or gave up. A
+//! stall then costs one timer per worker, not one per waiting client, and
+//! writes are admitted in the order they arrived. Each admitted write holds a
+//! [`BodyPass`] while its body is read and ingested, so the line can let in
+//! only a few bodies at a time.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -30,6 +32,8 @@ pub struct AdmissionLine {
     places: RefCell<VecDeque<(u64, Place)>>,
     /// Where `/metrics` reads how many writes wait (`writes_waiting`).
     stats: Arc<WorkerStats>,
+    /// Writes admitted whose bodies are being read or ingested.
+    bodies: Cell<usize>,
 }
 
 impl AdmissionLine {
@@ -38,7 +42,19 @@ impl AdmissionLine {
             next_ticket: Cell::new(0),
             places: RefCell::new(VecDeque::new()),
             stats,
+            bodies: Cell::new(0),
         }
+    }
+
+    /// Admitted writes whose bodies are being read or ingested.
+    pub fn bodies_in_flight(&self) -> usize {
+        self.bodies.get()
+    }
+
+    /// Counts an admitted write's body in flight until the pass drops.
+    pub fn body_pass(&self) -> BodyPass<'_> {
+        self.bodies.set(self.bodies.get() + 1);
+        BodyPass { line: self }
     }
 
     /// True when no write waits: a new one may be admitted at once.
@@ -99,6 +115,18 @@ impl Drop for Ticket<'_> {
                 }
             }
         }
+    }
+}
+
+/// An admitted write whose body is being read or ingested; see
+/// [`AdmissionLine::body_pass`].
+pub struct BodyPass<'a> {
+    line: &'a AdmissionLine,
+}
+
+impl Drop for BodyPass<'_> {
+    fn drop(&mut self) {
+        self.line.bodies.set(self.line.bodies.get() - 1);
     }
 }
 
@@ -207,5 +235,17 @@ mod tests {
         // A write joining later is first at once.
         let fifth = line.join();
         assert!(poll_first(&fifth, &counters[0]));
+    }
+
+    #[test]
+    fn body_passes_count_bodies_in_flight() {
+        let line = AdmissionLine::new(Arc::default());
+        let first = line.body_pass();
+        let second = line.body_pass();
+        assert_eq!(line.bodies_in_flight(), 2);
+        drop(first);
+        assert_eq!(line.bodies_in_flight(), 1);
+        drop(second);
+        assert_eq!(line.bodies_in_flight(), 0);
     }
 }

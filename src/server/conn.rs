@@ -98,6 +98,18 @@ pub async fn serve(stream: TcpStream, worker: &Worker) {
         // Latency is measured from a complete head to the answer ready to send
         // (to its last byte sent, for an answer streamed from a backend).
         let started = Instant::now();
+        // A write waits for room in the writer queues before its body is read.
+        let body_pass = match api::write::admit_body(worker, &head, &conn.buf).await {
+            Ok(pass) => pass,
+            Err(e) => {
+                worker
+                    .stats
+                    .record_request(Endpoint::Write, e.status(), started.elapsed());
+                return conn.fail(&e).await;
+            }
+        };
+        // Time spent waiting for room is not the client's.
+        let deadline = deadline + started.elapsed();
         let body_end = match conn
             .read_body(worker, &head, server.read_timeout, deadline, max_body_bytes)
             .await
@@ -112,6 +124,7 @@ pub async fn serve(stream: TcpStream, worker: &Worker) {
             _ => &conn.buf[head.len..body_end],
         };
         let response = api::handle(worker, &head, &conn.buf, body, &mut conn.early).await;
+        drop(body_pass);
         // A request answered without its early batches (refused, failed) leaves them unsent.
         conn.early.clear();
 

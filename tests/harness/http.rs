@@ -161,6 +161,22 @@ impl Raw {
         }
     }
 
+    /// True when nothing from the server is waiting to be read right now.
+    pub fn has_nothing_to_read(&mut self) -> bool {
+        self.stream.set_nonblocking(true).unwrap();
+        let mut byte = [0u8; 1];
+        let read = self.stream.read(&mut byte);
+        self.stream.set_nonblocking(false).unwrap();
+        match read {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => true,
+            Ok(1) => {
+                self.buffered.push(byte[0]);
+                false
+            }
+            _ => false,
+        }
+    }
+
     /// Ends the request stream (half-close): the server sees EOF.
     pub fn finish_sending(&mut self) {
         self.stream
