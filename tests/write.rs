@@ -771,6 +771,39 @@ fn writes_waiting(proxy: &Fluxgate) -> u64 {
     metric(&metrics, "fluxgate_writes_waiting").expect("writes_waiting in /metrics") as u64
 }
 
+/// Writes points of `measurement`, each from a client of its own, until one
+/// waits in line. `lines_before` is what the proxy received before. The
+/// clients return their statuses.
+fn write_until_one_waits(
+    proxy: &Fluxgate,
+    db: &str,
+    measurement: &str,
+    lines_before: u64,
+) -> Vec<std::thread::JoinHandle<u16>> {
+    let url = proxy.url(&format!("/write?db={db}&precision=s"));
+    let mut clients = Vec::new();
+    for n in 1.. {
+        let (url, line) = (url.clone(), format!("{measurement} v={n} {n}\n"));
+        clients.push(std::thread::spawn(move || {
+            http::post(&url, &[], line.as_bytes()).status
+        }));
+        // Each write is taken in (answered, or waiting for its acks) or waits in line.
+        let someone_waits = eventually(LANDING_TIMEOUT, "the write to be taken or to wait", || {
+            let waiting = writes_waiting(proxy);
+            (lines_received(proxy) + waiting == lines_before + n).then_some(waiting > 0)
+        });
+        if someone_waits {
+            return clients;
+        }
+    }
+    unreachable!("the loop returns")
+}
+
+fn lines_received(proxy: &Fluxgate) -> u64 {
+    let metrics = http::get(&proxy.url("/metrics")).body;
+    metric(&metrics, "fluxgate_lines_received_total").expect("lines_received in /metrics") as u64
+}
+
 /// Sends the head of a write with `Expect: 100-continue`, keeping its body.
 fn ask_to_write(proxy: &Fluxgate, db: &str, body: &str) -> Raw {
     let mut raw = Raw::connect(proxy.addr);
@@ -850,26 +883,7 @@ fn writes_pushed_back_by_a_full_queue_wait_without_their_bodies_and_land_once_it
 #[test]
 fn the_line_lets_in_four_bodies_at_a_time() {
     let (mut server, db, proxy) = proxy_of_a_stopped_backend("four_at_a_time");
-    // Fill the queue until a write waits in line.
-    let url = proxy.url(&format!("/write?db={db}&precision=s"));
-    let mut fillers = Vec::new();
-    for n in 1.. {
-        let url = url.clone();
-        fillers.push(std::thread::spawn(move || {
-            http::post(&url, &[], format!("filler v={n} {n}\n").as_bytes()).status
-        }));
-        if eventually(
-            LANDING_TIMEOUT,
-            "the write to be answered or to wait",
-            || {
-                let done = fillers.iter().filter(|f| f.is_finished()).count() as u64;
-                let waiting = writes_waiting(&proxy);
-                (done + waiting == n).then_some(waiting > 0)
-            },
-        ) {
-            break;
-        }
-    }
+    let fillers = write_until_one_waits(&proxy, &db, "filler", 0);
     let fillers_waiting = writes_waiting(&proxy);
     // Six clients that ask before sending their bodies join the line.
     let mut asking: Vec<Raw> = (0..6)
@@ -905,4 +919,56 @@ fn the_line_lets_in_four_bodies_at_a_time() {
         assert_eq!(filler.join().unwrap(), 204);
     }
     assert_count("asked", 6, || server.count(&db, "asked"));
+}
+
+#[test]
+fn durable_writes_waiting_for_acks_do_not_hold_the_line_back() {
+    let (slow, fast) = (
+        crate::harness::Influxd::start(),
+        crate::harness::Influxd::start(),
+    );
+    let mut fast = fast;
+    let db = unique("acks_and_line");
+    slow.create_database(&db);
+    fast.create_database(&db);
+    let proxy = Fluxgate::start(
+        "workers = 1",
+        &format!(
+            "[[backends]]\nname = \"slow\"\nurl = \"http://127.0.0.1:{}\"\ntimeout = \"2s\"\n\
+             [[backends]]\nname = \"fast\"\nurl = \"http://127.0.0.1:{}\"\n\
+             [routes]\nslow = [\"slow\"]\nfast = [\"fast\"]\n\
+             [write]\nack = \"durable\"\nflush_interval = \"10ms\"\nmax_batch_bytes = 24\nqueue_batches = 3\n\
+             queue_timeout = \"20s\"\nack_timeout = \"60s\"\nmax_retry_backoff = \"100ms\"\n",
+            slow.http_port, fast.http_port
+        ),
+    );
+    // Four durable writes to a server that hangs: taken in, waiting for acks
+    // (its queue has room for them).
+    slow.freeze();
+    let url = proxy.url(&format!("/write?db={db}&precision=s"));
+    let stuck: Vec<_> = (1..=4)
+        .map(|n| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                http::post(&url, &[], format!("slow v={n} {n}\n").as_bytes()).status
+            })
+        })
+        .collect();
+    eventually(LANDING_TIMEOUT, "the hanging writes to be taken in", || {
+        (lines_received(&proxy) == 4).then_some(())
+    });
+    // The other backend down fills its queue until writes wait in line.
+    fast.stop();
+    let fillers = write_until_one_waits(&proxy, &db, "fast", 4);
+    // Back up, it takes every write in line, while the four still wait for acks.
+    fast.restart();
+    for filler in fillers {
+        assert_eq!(filler.join().unwrap(), 204);
+    }
+    assert!(stuck.iter().all(|s| !s.is_finished()));
+    slow.thaw();
+    for write in stuck {
+        assert_eq!(write.join().unwrap(), 204);
+    }
+    assert_count("slow", 4, || slow.count(&db, "slow"));
 }

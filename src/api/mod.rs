@@ -10,6 +10,7 @@ pub mod query;
 pub mod write;
 
 use crate::error::ApiError;
+use crate::server::admission::BodyPass;
 use crate::server::request::{Head, Method};
 use crate::server::response::Response;
 use crate::server::worker::Worker;
@@ -35,13 +36,15 @@ pub fn backend_authorization(
 }
 
 /// Routes one request to its handler. `buf` holds the head; `body` is the
-/// request body as received (still compressed if it was sent gzip).
+/// request body as received (still compressed if it was sent gzip); a write
+/// holds `pass` until its body is ingested (see [`write::admit_body`]).
 pub async fn handle(
     worker: &Worker,
     head: &Head,
     buf: &[u8],
     body: &[u8],
     early: &mut EarlyIngest,
+    pass: Option<BodyPass<'_>>,
 ) -> Response {
     // Requests that start after a reload see its config.
     worker.follow_reloads();
@@ -59,7 +62,9 @@ pub async fn handle(
     };
     match (head.method, path) {
         (Method::Get | Method::Head, "/ping") => ping::ping(head.query(buf)),
-        (Method::Post, "/write") => write::write(worker, &generation, head, buf, body, early).await,
+        (Method::Post, "/write") => {
+            write::write(worker, &generation, head, buf, body, early, pass).await
+        }
         // Without credentials only pass or fail: backend details are for users.
         (Method::Get | Method::Head, "/health") => {
             ping::health(worker, !generation.users.is_enabled() || identity.is_some())

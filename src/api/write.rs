@@ -102,7 +102,8 @@ impl WriteParams {
 }
 
 /// Handles `POST /write`. `early` holds what the connection ingested of
-/// `body` while it arrived (see [`super::early`]).
+/// `body` while it arrived (see [`super::early`]); `pass` is dropped once the
+/// body is ingested, before a durable write waits for its acks.
 pub async fn write(
     worker: &Worker,
     generation: &Generation,
@@ -110,8 +111,9 @@ pub async fn write(
     buf: &[u8],
     body: &[u8],
     early: &mut EarlyIngest,
+    pass: Option<BodyPass<'_>>,
 ) -> Response {
-    match try_write(worker, generation, head, buf, body, early).await {
+    match try_write(worker, generation, head, buf, body, early, pass).await {
         Ok(()) => Response::no_content(),
         Err(e) => e.response(),
     }
@@ -127,6 +129,7 @@ async fn try_write(
     buf: &[u8],
     body: &[u8],
     early: &mut EarlyIngest,
+    pass: Option<BodyPass<'_>>,
 ) -> Result<(), ApiError> {
     let mut params = WriteParams::parse(head.query(buf), head.authorization(buf))?;
     if generation.users.is_enabled() {
@@ -188,6 +191,8 @@ async fn try_write(
         }
         report
     };
+    // Ingested: the line may let in another body.
+    drop(pass);
     if generation.config.write.ack == AckMode::Accepted {
         worker.dispatch_ready();
         return report.into_result();
@@ -239,7 +244,8 @@ const MAX_BODIES_FROM_LINE: usize = 4;
 /// Runs before a request's body is read. A write waits in line while this
 /// worker's writer queues are full (see [`crate::server::admission`]), so the
 /// writes a slow backend holds back hold no bodies; other requests pass. The
-/// pass is to be held until the write is answered.
+/// pass is to be held until the body is ingested (not through a durable
+/// write's wait for acks, which needs no more room).
 ///
 /// # Errors
 /// `ApiError::QueueFull` after `write.queue_timeout`, with the body unread.

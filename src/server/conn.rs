@@ -123,8 +123,8 @@ pub async fn serve(stream: TcpStream, worker: &Worker) {
             Framing::Chunked => &conn.body,
             _ => &conn.buf[head.len..body_end],
         };
-        let response = api::handle(worker, &head, &conn.buf, body, &mut conn.early).await;
-        drop(body_pass);
+        let response =
+            api::handle(worker, &head, &conn.buf, body, &mut conn.early, body_pass).await;
         // A request answered without its early batches (refused, failed) leaves them unsent.
         conn.early.clear();
 

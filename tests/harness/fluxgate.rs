@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
-use super::{eventually, terminate, TempDir};
+use super::{eventually, signal_child, terminate, TempDir};
 
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -87,14 +87,7 @@ impl Fluxgate {
 
     /// Sends `signal` (libc::SIGHUP, ...) to the process.
     pub fn signal(&self, signal: i32) {
-        let child = self.child.as_ref().expect("running");
-        let pid = i32::try_from(child.id()).expect("pid");
-        // SAFETY: kill(2) with a pid this harness started and still owns.
-        assert_eq!(
-            unsafe { libc::kill(pid, signal) },
-            0,
-            "kill({pid}, {signal})"
-        );
+        signal_child(self.child.as_ref().expect("running"), signal);
     }
 
     pub fn url(&self, path_and_query: &str) -> String {

@@ -4,7 +4,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use super::{eventually, free_port, http, start_on_free_ports, terminate, TempDir};
+use super::{eventually, free_port, http, signal_child, start_on_free_ports, terminate, TempDir};
 
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -126,6 +126,17 @@ bind-address = "127.0.0.1:{rpc}"
         }
         self.child = Some(child);
         Ok(())
+    }
+
+    /// Freezes the server (SIGSTOP): the kernel still accepts connections,
+    /// and nothing answers them, as from a server that hangs.
+    pub fn freeze(&self) {
+        signal_child(self.child.as_ref().expect("running"), libc::SIGSTOP);
+    }
+
+    /// Wakes a frozen server (SIGCONT).
+    pub fn thaw(&self) {
+        signal_child(self.child.as_ref().expect("running"), libc::SIGCONT);
     }
 
     /// Stops the server (SIGTERM, then SIGKILL), keeping its data.

@@ -101,15 +101,27 @@ impl Drop for TempDir {
     }
 }
 
+/// Sends `signal` (libc::SIGHUP, ...) to a running child the harness started.
+pub fn signal_child(child: &std::process::Child, signal: i32) {
+    assert!(send_signal(child, signal), "kill({}, {signal})", child.id());
+}
+
+/// kill(2) on a child the harness started: false if it failed.
+fn send_signal(child: &std::process::Child, signal: i32) -> bool {
+    let pid = i32::try_from(child.id()).expect("pid");
+    // SAFETY: kill(2) on the pid of our own child, which has not been reaped
+    // (`Child` reaps only in wait, and then is not signalled again).
+    unsafe { libc::kill(pid, signal) == 0 }
+}
+
 /// Sends SIGTERM and waits up to `timeout` for the child to exit, then SIGKILL.
+/// A frozen child (SIGSTOP) is woken first, so that it can act on SIGTERM.
 pub fn terminate(
     child: &mut std::process::Child,
     timeout: Duration,
 ) -> Option<std::process::ExitStatus> {
-    // SAFETY: kill(2) on the pid of our own child, which has not been reaped yet.
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGTERM);
-    }
+    send_signal(child, libc::SIGCONT);
+    send_signal(child, libc::SIGTERM);
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if let Ok(Some(status)) = child.try_wait() {
