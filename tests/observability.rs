@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::harness::http;
+use crate::harness::http::{self, Raw};
 use crate::harness::{backends, eventually, metric, unique, Fluxgate};
 
 #[test]
@@ -79,6 +79,45 @@ fn metrics_count_requests_lines_and_backend_writes() {
             ),
             Some(f64::from(expected)),
             "{metrics}"
+        );
+    }
+
+    // Requests refused before their handler are counted too: by the path
+    // their request line names, or as "other" when it names none.
+    for (request, status) in [
+        (
+            format!("POST /write?db={db} HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999\r\n\r\n"),
+            413,
+        ),
+        (
+            format!("POST /write?db={db} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"),
+            400,
+        ),
+        ("HELLO\r\n\r\n".to_owned(), 400),
+    ] {
+        let mut raw = Raw::connect(proxy.addr);
+        raw.send(request.as_bytes());
+        assert_eq!(raw.read_response().status, status, "{request:?}");
+    }
+    let metrics = http::get(&proxy.url("/metrics")).body;
+    for (prefix, expected) in [
+        (
+            "fluxgate_http_requests_total{endpoint=\"write\",status=\"413\"}",
+            1.0,
+        ),
+        (
+            "fluxgate_http_requests_total{endpoint=\"write\",status=\"400\"}",
+            41.0,
+        ),
+        (
+            "fluxgate_http_requests_total{endpoint=\"other\",status=\"400\"}",
+            1.0,
+        ),
+    ] {
+        assert_eq!(
+            metric(&metrics, prefix),
+            Some(expected),
+            "{prefix} in\n{metrics}"
         );
     }
 }

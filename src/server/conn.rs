@@ -14,7 +14,7 @@ use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
-use super::request::{parse_head, Framing, Head, Method};
+use super::request::{parse_head, refused_path, Framing, Head, Method};
 use super::response::{Body, CONTINUE};
 use super::worker::Worker;
 use crate::api;
@@ -78,7 +78,7 @@ pub async fn serve(stream: TcpStream, worker: &Worker) {
             match parse_head(&conn.buf, max_header_bytes, max_body_bytes) {
                 Ok(Some(head)) => break head,
                 Ok(None) => {}
-                Err(e) => return conn.fail(&e).await,
+                Err(e) => return conn.refuse(worker, &e).await,
             }
             let idle = conn.buf.is_empty();
             let (wait, stop_on_shutdown) = match deadline {
@@ -87,7 +87,7 @@ pub async fn serve(stream: TcpStream, worker: &Worker) {
             };
             if let Err(end) = conn.read_more(wait, stop_on_shutdown).await {
                 if let (ReadEnd::TimedOut, false) = (end, idle) {
-                    conn.fail(&ApiError::ReadTimeout).await;
+                    conn.refuse(worker, &ApiError::ReadTimeout).await;
                 }
                 return;
             }
@@ -98,13 +98,18 @@ pub async fn serve(stream: TcpStream, worker: &Worker) {
         // Latency is measured from a complete head to the answer ready to send
         // (to its last byte sent, for an answer streamed from a backend).
         let started = Instant::now();
+        let endpoint = Endpoint::from_path(head.path(&conn.buf));
+        // Refused with the body unread: counted, and the connection closed.
+        let refused = |e: &ApiError| {
+            worker
+                .stats
+                .record_request(endpoint, e.status(), started.elapsed())
+        };
         // A write waits for room in the writer queues before its body is read.
         let body_pass = match api::write::admit_body(worker, &head, &conn.buf).await {
             Ok(pass) => pass,
             Err(e) => {
-                worker
-                    .stats
-                    .record_request(Endpoint::Write, e.status(), started.elapsed());
+                refused(&e);
                 return conn.fail(&e).await;
             }
         };
@@ -115,7 +120,10 @@ pub async fn serve(stream: TcpStream, worker: &Worker) {
             .await
         {
             Ok(end) => end,
-            Err(Some(e)) => return conn.fail(&e).await,
+            Err(Some(e)) => {
+                refused(&e);
+                return conn.fail(&e).await;
+            }
             Err(None) => return,
         };
 
@@ -133,7 +141,6 @@ pub async fn serve(stream: TcpStream, worker: &Worker) {
         conn.out.clear();
         let head_only = head.method == Method::Head;
         response.encode(&mut conn.out, keep_alive, head_only);
-        let endpoint = Endpoint::from_path(head.path(&conn.buf));
         let record = || {
             worker
                 .stats
@@ -413,6 +420,14 @@ impl Conn {
     /// bytes makes the kernel reset the connection, and the client would see
     /// the reset instead of our answer. So: answer, half-close, and discard what
     /// still arrives for a bounded time and size (a "lingering close").
+    /// [`Conn::fail`] for a request whose head was not complete or did not
+    /// parse, counted by the path its request line names.
+    async fn refuse(&mut self, worker: &Worker, error: &ApiError) {
+        let endpoint = Endpoint::from_path(refused_path(&self.buf));
+        worker.stats.count_refusal(endpoint, error.status());
+        self.fail(error).await;
+    }
+
     async fn fail(&mut self, error: &ApiError) {
         self.out.clear();
         error.response().encode(&mut self.out, false, false);

@@ -67,6 +67,15 @@ impl Head {
     }
 }
 
+/// The path of the request line at the start of `buf`, for a head refused
+/// before it parsed: `""` when there is none.
+pub fn refused_path(buf: &[u8]) -> &str {
+    let mut parts = buf.splitn(3, |&b| b == b' ');
+    let target = parts.nth(1).unwrap_or_default();
+    let path = target.split(|&b| b == b'?').next().unwrap_or_default();
+    std::str::from_utf8(path).unwrap_or("")
+}
+
 /// Parses the head at the start of `buf`.
 ///
 /// Returns `Ok(None)` while the head is incomplete and still within
@@ -212,6 +221,15 @@ pub fn parse_head(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refused_heads_name_their_path_if_they_have_one() {
+        assert_eq!(refused_path(b"POST /write?db=x HTTP/1.1\r\n"), "/write");
+        assert_eq!(refused_path(b"GET /query HTTP/1.1\r\n"), "/query");
+        assert_eq!(refused_path(b"HELLO\r\n\r\n"), "");
+        assert_eq!(refused_path(b""), "");
+        assert_eq!(refused_path(b"GET /\xff HTTP/1.1"), "");
+    }
 
     #[track_caller]
     fn parse(raw: &str) -> Head {

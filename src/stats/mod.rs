@@ -124,6 +124,11 @@ impl WorkerStats {
         self.latency[endpoint.index()].record(elapsed);
     }
 
+    /// Counts a request refused before its head was complete: it has no latency.
+    pub fn count_refusal(&self, endpoint: Endpoint, status: u16) {
+        self.requests[endpoint.index()][status_index(status)].fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn latency(&self, endpoint: Endpoint) -> &LatencyHistogram {
         &self.latency[endpoint.index()]
     }
