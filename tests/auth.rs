@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use base64::Engine as _;
 use fluxgate::auth::{hash_secret_with_iterations, MIN_ITERATIONS};
 
-use crate::harness::http::{self, Reply};
+use crate::harness::http::{self, Raw, Reply};
 use crate::harness::{backends, eventually, unique, Fluxgate, Influxd};
 
 const ALICE_PASSWORD: &str = "alice-pw-7f3a";
@@ -187,6 +187,49 @@ fn each_way_of_passing_credentials_is_accepted_and_refused() {
     ] {
         assert!(!log.contains(secret), "{secret:?} in the log:\n{log}");
     }
+}
+
+#[test]
+fn a_write_with_refused_credentials_is_refused_before_its_body_is_read() {
+    let servers = backends();
+    let db = unique("auth_before_body");
+    servers.create_database(&db);
+    let proxy = Fluxgate::start(
+        "",
+        &format!(
+            "[[backends]]\nname = \"a\"\nurl = \"http://127.0.0.1:{}\"\n[routes]\n_default_ = [\"a\"]\n{}",
+            servers.a.http_port,
+            users()
+        ),
+    );
+    // Clients that ask before sending their bodies are answered 401 at once;
+    // only the one with good credentials is asked for its body.
+    let body = "early v=1 1\n";
+    for (credentials, first_status) in [
+        ("&u=alice&p=wrong".to_owned(), 401),
+        (String::new(), 401),
+        (format!("&u=alice&p={ALICE_PASSWORD}"), 100),
+    ] {
+        let mut raw = Raw::connect(proxy.addr);
+        raw.send(
+            format!(
+                "POST /write?db={db}&precision=s{credentials} HTTP/1.1\r\nHost: x\r\n\
+                 Content-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+                body.len()
+            )
+            .as_bytes(),
+        );
+        assert_eq!(raw.read_response().status, first_status, "{credentials:?}");
+        if first_status == 100 {
+            raw.send(body.as_bytes());
+            assert_eq!(raw.read_response().status, 204);
+        }
+    }
+    eventually(
+        std::time::Duration::from_secs(30),
+        "the point to land",
+        || (servers.a.count(&db, "early") == 1).then_some(()),
+    );
 }
 
 #[test]

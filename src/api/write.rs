@@ -14,6 +14,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use super::auth::Access;
 use super::early::EarlyIngest;
 use crate::batch::{Batch, Batcher, Target};
 use crate::config::AckMode;
@@ -241,14 +242,16 @@ const RETAINED_DECOMPRESSED_BYTES: usize = 16 << 20;
 /// most this many.
 const MAX_BODIES_FROM_LINE: usize = 4;
 
-/// Runs before a request's body is read. A write waits in line while this
+/// Runs before a request's body is read. A write whose credentials are
+/// refused is refused here; one that passes waits in line while this
 /// worker's writer queues are full (see [`crate::server::admission`]), so the
-/// writes a slow backend holds back hold no bodies; other requests pass. The
+/// writes a slow backend holds back hold no bodies. Other requests pass. The
 /// pass is to be held until the body is ingested (not through a durable
 /// write's wait for acks, which needs no more room).
 ///
 /// # Errors
-/// `ApiError::QueueFull` after `write.queue_timeout`, with the body unread.
+/// What [`super::auth::authorize`] refuses with, and `ApiError::QueueFull`
+/// after `write.queue_timeout`, all with the body unread.
 pub async fn admit_body<'w>(
     worker: &'w Worker,
     head: &Head,
@@ -257,6 +260,8 @@ pub async fn admit_body<'w>(
     if head.method != Method::Post || head.path(buf) != "/write" {
         return Ok(None);
     }
+    // Checked again by the handler, then from the cache of verifications.
+    super::auth::authorize(&worker.generation(), head, buf, Access::User).await?;
     let line = &worker.admission;
     if line.is_empty() && worker.state.borrow_mut().drain_overflow() {
         return Ok(Some(line.body_pass()));
