@@ -2,8 +2,9 @@
 # Two fluxgate builds side by side: alternating runs of the same load (plain
 # 5000-line cpu bodies, ack = "accepted", workers = 2, every point replicated
 # to two `loadgen sink` backends), so that the machine's drift hits both
-# alike. Prints each run's points per fluxgate CPU-second and each build's
-# median.
+# alike, each build going first in every other round. Prints each run's
+# points per fluxgate CPU-second, each build's median, and in how many rounds
+# the new one was ahead.
 #
 #   scripts/compare-builds.sh OLD_FLUXGATE NEW_FLUXGATE [SECONDS] [ROUNDS]
 #   GZIP=1 scripts/compare-builds.sh ...    (gzip bodies)
@@ -41,7 +42,10 @@ PY
 
 results=("" "")
 for round in $(seq "$rounds"); do
-  for which in 0 1; do
+  # Each build goes first in every other round: the first run of a round
+  # may fare differently from the second.
+  if (( round % 2 )); then order="0 1"; else order="1 0"; fi
+  for which in $order; do
     fluxgate=${builds[$which]}
     start_fluxgate "workers = 2" 'ack = "accepted"' ""
     before=$(cpu_seconds "$proxy_pid")
@@ -62,3 +66,11 @@ listed = ", ".join(f"{x:.3f}" for x in runs)
 print(f"{sys.argv[1]}: median {statistics.median(runs):.3f} M points per CPU-s ({listed})")
 PY
 done
+# shellcheck disable=SC2086 # the runs are words on purpose
+python3 - ${results[0]} -- ${results[1]} <<'PY'
+import sys
+split = sys.argv.index("--")
+old, new = sys.argv[1:split], sys.argv[split + 1:]
+ahead = sum(float(n) > float(o) for o, n in zip(old, new))
+print(f"new ahead in {ahead} of {len(old)} rounds")
+PY
