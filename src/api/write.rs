@@ -260,13 +260,14 @@ pub async fn admit_body<'w>(
     if head.method != Method::Post || head.path(buf) != "/write" {
         return Ok(None);
     }
+    let generation = worker.generation();
     // Checked again by the handler, then from the cache of verifications.
-    super::auth::authorize(&worker.generation(), head, buf, Access::User).await?;
+    super::auth::authorize(&generation, head, buf, Access::User).await?;
     let line = &worker.admission;
     if line.is_empty() && worker.state.borrow_mut().drain_overflow() {
         return Ok(Some(line.body_pass()));
     }
-    let queue_timeout = worker.generation().config.write.queue_timeout;
+    let queue_timeout = generation.config.write.queue_timeout;
     let deadline = Instant::now() + queue_timeout;
     // Leaving the line (let in or not) hands the turn to the next write.
     let ticket = line.join();

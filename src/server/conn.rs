@@ -414,20 +414,20 @@ impl Conn {
         }
     }
 
+    /// [`Conn::fail`] for a request whose head was not complete or did not
+    /// parse, counted by the path its request line names.
+    async fn refuse(&mut self, worker: &Worker, error: &ApiError) {
+        let endpoint = Endpoint::from_path(refused_path(&self.buf));
+        worker.stats.count_request(endpoint, error.status());
+        self.fail(error).await;
+    }
+
     /// Answers with an error and ends the connection.
     ///
     /// The client may still be sending a body we refused; closing with unread
     /// bytes makes the kernel reset the connection, and the client would see
     /// the reset instead of our answer. So: answer, half-close, and discard what
     /// still arrives for a bounded time and size (a "lingering close").
-    /// [`Conn::fail`] for a request whose head was not complete or did not
-    /// parse, counted by the path its request line names.
-    async fn refuse(&mut self, worker: &Worker, error: &ApiError) {
-        let endpoint = Endpoint::from_path(refused_path(&self.buf));
-        worker.stats.count_refusal(endpoint, error.status());
-        self.fail(error).await;
-    }
-
     async fn fail(&mut self, error: &ApiError) {
         self.out.clear();
         error.response().encode(&mut self.out, false, false);

@@ -130,13 +130,13 @@ impl Worker {
         let stats = shared.workers[id].clone();
         Worker {
             id,
-            stats: stats.clone(),
+            admission: AdmissionLine::new(stats.clone()),
+            stats,
             shared,
             state: RefCell::new(state),
             stopping: LocalSignal::default(),
             query_connections: crate::query::backend::ConnectionPool::default(),
             settle: Rc::default(),
-            admission: AdmissionLine::new(stats.clone()),
             connections: Cell::new(0),
         }
     }

@@ -120,12 +120,13 @@ impl WorkerStats {
     /// Counts one answered request and its latency (complete head to answer
     /// ready; to the end of the answer for one streamed from a backend).
     pub fn record_request(&self, endpoint: Endpoint, status: u16, elapsed: Duration) {
-        self.requests[endpoint.index()][status_index(status)].fetch_add(1, Ordering::Relaxed);
+        self.count_request(endpoint, status);
         self.latency[endpoint.index()].record(elapsed);
     }
 
-    /// Counts a request refused before its head was complete: it has no latency.
-    pub fn count_refusal(&self, endpoint: Endpoint, status: u16) {
+    /// Counts one answered request without a latency: one refused before its
+    /// head was complete has none.
+    pub fn count_request(&self, endpoint: Endpoint, status: u16) {
         self.requests[endpoint.index()][status_index(status)].fetch_add(1, Ordering::Relaxed);
     }
 
