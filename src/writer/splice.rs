@@ -106,10 +106,10 @@ impl Splicer {
     }
 }
 
-/// What a `vmsplice` or `splice` call returned: the bytes it moved, `None`
-/// when a signal interrupted it (call again), an error for a failure or for
-/// no progress at all.
-fn bytes_moved(returned: isize) -> io::Result<Option<usize>> {
+/// What a `vmsplice`, `splice` or `send` call returned: the bytes it moved,
+/// `None` when a signal interrupted it (call again), an error for a failure or
+/// for no progress at all.
+pub(super) fn bytes_moved(returned: isize) -> io::Result<Option<usize>> {
     match usize::try_from(returned) {
         Ok(0) => Err(io::ErrorKind::WriteZero.into()),
         Ok(moved) => Ok(Some(moved)),
