@@ -43,12 +43,24 @@ CONF
   fi
 }
 
-stop_fluxgate() {
-  kill "$proxy_pid"
-  wait "$proxy_pid" 2>/dev/null || true
+stop_fluxgate() { stop_pid "$proxy_pid"; }
+
+# Starts `loadgen floor` (reads writes and drops them); sets $floor and $floor_pid.
+start_floor() {
+  floor=$(free_port)
+  "$loadgen" floor --listen "127.0.0.1:$floor" >"$work/floor.log" 2>&1 &
+  floor_pid=$!
+  pids+=("$floor_pid")
+  wait_ping "$floor" "loadgen floor"
+}
+
+# Stops a process started here and forgets it.
+stop_pid() { # pid
+  kill "$1"
+  wait "$1" 2>/dev/null || true
   # Stopped: cleanup must not signal whatever reuses the pid.
   local kept=() pid
-  for pid in "${pids[@]}"; do [ "$pid" = "$proxy_pid" ] || kept+=("$pid"); done
+  for pid in "${pids[@]}"; do [ "$pid" = "$1" ] || kept+=("$pid"); done
   pids=("${kept[@]}")
 }
 

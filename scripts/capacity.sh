@@ -37,6 +37,11 @@ print(f"| {label} | {report['points_per_s'] / 1e6:.2f} | {per_cpu} | {cpu} | "
 PY
 }
 
+# Points per CPU-second of a run, in millions.
+per_cpu() { # json cpu-before cpu-after
+  python3 -c 'import json, sys; print(json.loads(sys.argv[1])["points"] / (float(sys.argv[3]) - float(sys.argv[2])) / 1e6)' "$@"
+}
+
 measure() { # label server-settings write-settings backend-settings loadgen-args...
   local label=$1 server=$2 write=$3 backend=$4
   shift 4
@@ -48,6 +53,7 @@ measure() { # label server-settings write-settings backend-settings loadgen-args
   row "$label" "$json" "$before" "$after" "$(peak_rss_mib "$proxy_pid")"
   stop_fluxgate
   last_json=$json
+  last_per_cpu=$(per_cpu "$json" "$before" "$after")
 }
 
 header() {
@@ -64,13 +70,33 @@ echo
 echo "### Throughput"
 header
 measure "plain, 4 connections, workers = 2" "workers = 2" "" "" --connections 4
+plain_per_cpu=$last_per_cpu
 measure "plain, 4 connections, workers = 2, ack = accepted" "workers = 2" 'ack = "accepted"' "" --connections 4
 plain_rps=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["requests_per_s"])' "$last_json")
+accepted_per_cpu=$last_per_cpu
 measure "gzip, 4 connections, workers = 2" "workers = 2" "" "" --connections 4 --gzip
 measure "plain, 4 connections, workers = 1" "workers = 1" "" "" --connections 4
 measure "gzip, 4 connections, workers = 1" "workers = 1" "" "" --connections 4 --gzip
 measure "plain, epoll driver, workers = 2" $'workers = 2\ndriver = "epoll"' "" "" --connections 4
 measure "plain, gzip to backends, workers = 2" "workers = 2" "" "gzip = true" --connections 4
+echo
+echo "### The floor: a server that only reads (plain, loadgen floor, one monoio worker)"
+echo
+echo "| case | Mpoints/s | Mpoints per reader CPU-s | reader CPU s | p50 ms | p99 ms | peak RSS MiB | errors |"
+echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+start_floor
+before=$(cpu_seconds "$floor_pid")
+json=$(load "http://127.0.0.1:$floor" "${seconds}s" --connections 4)
+after=$(cpu_seconds "$floor_pid")
+row "bodies read and dropped, 4 connections" "$json" "$before" "$after" "$(peak_rss_mib "$floor_pid")"
+stop_pid "$floor_pid"
+python3 - "$(per_cpu "$json" "$before" "$after")" "$plain_per_cpu" "$accepted_per_cpu" <<'PY'
+import sys
+floor, durable, accepted = map(float, sys.argv[1:])
+print(f"\nfluxgate's points per CPU-second as a share of the floor's: {durable / floor:.1%} "
+      f"(durable), {accepted / floor:.1%} (accepted)")
+PY
+
 echo
 echo "### Batch size (plain, workers = 2)"
 header

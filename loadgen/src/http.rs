@@ -23,7 +23,7 @@ const MAX_HEADERS: usize = 32;
 /// A response larger than this is treated as broken rather than buffered forever.
 pub const MAX_RESPONSE_BYTES: usize = 16 << 20; // 16 MiB
 /// Room for a request or response head on top of the body limit.
-const MAX_HEAD_BYTES: usize = 64 << 10; // 64 KiB
+pub const MAX_HEAD_BYTES: usize = 64 << 10; // 64 KiB
 /// First read buffer size: a whole InfluxDB write response fits.
 const INITIAL_BUFFER_BYTES: usize = 8 << 10; // 8 KiB
 
@@ -493,9 +493,47 @@ pub fn parse_request(
     max_body_bytes: usize,
     decoded: &mut Vec<u8>,
 ) -> io::Result<Partial<ParsedRequest>> {
+    let head = match parse_request_head(buf)? {
+        Partial::Complete(head) => head,
+        Partial::Incomplete { total_bytes } => return Ok(Partial::Incomplete { total_bytes }),
+    };
+    let framing = if head.fields.chunked {
+        Framing::Chunked
+    } else {
+        Framing::Length(head.fields.content_length.unwrap_or(0))
+    };
+    let body = locate_body(buf, head.len, framing, false, max_body_bytes, decoded)?;
+    Ok(match body {
+        Partial::Complete((body, consumed)) => Partial::Complete(ParsedRequest {
+            method: head.method,
+            target: head.target,
+            gzip: head.fields.gzip,
+            close: head.fields.close,
+            body,
+            consumed,
+        }),
+        Partial::Incomplete { total_bytes } => Partial::Incomplete { total_bytes },
+    })
+}
+
+/// A request head at the start of a buffer, without its body.
+pub struct RequestHead {
+    pub method: Method,
+    /// `target` is `buf[target]`.
+    pub target: Range<usize>,
+    /// Bytes the head takes, its blank line included.
+    pub len: usize,
+    pub fields: HeadFields,
+}
+
+/// Parses the request head at the start of `buf`, for [`parse_request`] and
+/// for servers that do not keep the body (`loadgen floor`).
+///
+/// `InvalidData` for a malformed head or one over 64 KiB.
+pub fn parse_request_head(buf: &[u8]) -> io::Result<Partial<RequestHead>> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut head = httparse::Request::new(&mut headers);
-    let head_len = match head.parse(buf) {
+    let len = match head.parse(buf) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => {
             return Err(invalid(format!("request head over {MAX_HEAD_BYTES} bytes")))
@@ -514,31 +552,20 @@ pub fn parse_request(
     let target_start = path.as_ptr() as usize - buf.as_ptr() as usize;
     let target = target_start..target_start + path.len();
     let fields = HeadFields::read(head.version, head.headers)?;
-    let framing = if fields.chunked {
-        Framing::Chunked
-    } else {
-        Framing::Length(fields.content_length.unwrap_or(0))
-    };
-    let body = locate_body(buf, head_len, framing, false, max_body_bytes, decoded)?;
-    Ok(match body {
-        Partial::Complete((body, consumed)) => Partial::Complete(ParsedRequest {
-            method,
-            target,
-            gzip: fields.gzip,
-            close: fields.close,
-            body,
-            consumed,
-        }),
-        Partial::Incomplete { total_bytes } => Partial::Incomplete { total_bytes },
-    })
+    Ok(Partial::Complete(RequestHead {
+        method,
+        target,
+        len,
+        fields,
+    }))
 }
 
 /// The header fields that matter for framing and connection reuse.
-struct HeadFields {
-    content_length: Option<usize>,
-    chunked: bool,
-    gzip: bool,
-    close: bool,
+pub struct HeadFields {
+    pub content_length: Option<usize>,
+    pub chunked: bool,
+    pub gzip: bool,
+    pub close: bool,
 }
 
 impl HeadFields {

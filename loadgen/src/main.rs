@@ -5,7 +5,9 @@
 //!   starts);
 //! - `loadgen query` sends InfluxQL `GET /query` load (`query.rs`);
 //! - `loadgen sink` stands in for InfluxDB backends and counts what arrives
-//!   (`sink.rs`).
+//!   (`sink.rs`);
+//! - `loadgen floor` reads writes and drops them, the least a server can
+//!   spend on one (`floor.rs`).
 //!
 //! `write` and `query` share the keep-alive clients (`send.rs`), the HTTP pieces
 //! (`http.rs`, also the sink's request reader), the common flags (`args.rs`) and
@@ -14,6 +16,7 @@
 
 mod args;
 mod body;
+mod floor;
 mod gen;
 mod http;
 mod query;
@@ -66,6 +69,14 @@ enum Command {
     /// POST /stats/reset zeroes the counters. Failure injection: --fail-ratio,
     /// --delay, --down-for/--down-after/--down-mode.
     Sink(sink::SinkArgs),
+
+    /// Read every request on one monoio worker and drop its body unread,
+    /// answering 204: the least any server can spend on a write. Its CPU per
+    /// point, under the same load as a proxy, is the floor under the proxy's.
+    ///
+    /// Prints "loadgen floor listening on ADDR" on stderr and runs until
+    /// killed. Bodies must carry Content-Length (chunked gets 411).
+    Floor(floor::FloorArgs),
 }
 
 fn main() -> ExitCode {
@@ -74,6 +85,7 @@ fn main() -> ExitCode {
         Command::Write(args) => write::run(&args),
         Command::Query(args) => query::run(&args),
         Command::Sink(args) => sink::run(&args),
+        Command::Floor(args) => floor::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
