@@ -972,3 +972,35 @@ fn durable_writes_waiting_for_acks_do_not_hold_the_line_back() {
     }
     assert_count("slow", 4, || slow.count(&db, "slow"));
 }
+
+#[test]
+fn writes_waiting_in_line_when_shutdown_starts_are_answered_at_once() {
+    // Its queue timeout (25 s) outlasts the grace period (15 s): without an
+    // answer on shutdown, a waiting write would be cut off unanswered.
+    let (mut server, db, mut proxy) = proxy_of_a_stopped_backend("shutdown_line");
+    let fillers = write_until_one_waits(&proxy, &db, "filler", 0);
+    let fillers_waiting = writes_waiting(&proxy);
+    let mut asking = ask_to_write(&proxy, &db, "asked v=1 1\n");
+    eventually(LANDING_TIMEOUT, "the asking write to wait", || {
+        (writes_waiting(&proxy) == fillers_waiting + 1).then_some(())
+    });
+
+    proxy.signal(libc::SIGTERM);
+    let refused = asking.read_response();
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    assert!(refused.body.contains("shutting down"), "{}", refused.body);
+    let statuses: Vec<u16> = fillers.into_iter().map(|f| f.join().unwrap()).collect();
+    let taken = statuses.iter().filter(|&&s| s == 204).count() as u64;
+    assert_eq!(
+        statuses[taken as usize..],
+        vec![503; fillers_waiting as usize],
+        "taken in, then waiting: {statuses:?}"
+    );
+
+    // What was taken in still lands in the grace period, and nothing else.
+    server.restart();
+    let status = proxy.stop().expect("fluxgate did not exit after SIGTERM");
+    assert!(status.success(), "{status:?}\n{}", proxy.log());
+    assert_count("the points taken in", taken, || server.count(&db, "filler"));
+    assert_eq!(server.count(&db, "asked"), 0);
+}

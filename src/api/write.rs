@@ -271,14 +271,26 @@ pub async fn admit_body<'w>(
     let deadline = Instant::now() + queue_timeout;
     // Leaving the line (let in or not) hands the turn to the next write.
     let ticket = line.join();
-    monoio::time::timeout(queue_timeout, ticket.first())
+    let let_in = async {
+        monoio::time::timeout(queue_timeout, ticket.first())
+            .await
+            .map_err(|_| queue_full(worker))?;
+        wait_until(deadline, || {
+            line.bodies_in_flight() < MAX_BODIES_FROM_LINE
+                && worker.state.borrow_mut().drain_overflow()
+        })
         .await
-        .map_err(|_| queue_full(worker))?;
-    wait_until(deadline, || {
-        line.bodies_in_flight() < MAX_BODIES_FROM_LINE && worker.state.borrow_mut().drain_overflow()
-    })
-    .await
-    .map_err(|()| queue_full(worker))?;
+        .map_err(|()| queue_full(worker))
+    };
+    // A write still waiting when shutdown starts is answered at once, its body
+    // unread: its client can retry elsewhere now rather than be cut off when
+    // the grace period ends.
+    monoio::select! {
+        let_in = let_in => let_in?,
+        _ = worker.stopping.wait() => {
+            return Err(ApiError::Unavailable("fluxgate is shutting down".into()))
+        }
+    }
     Ok(Some(line.body_pass()))
 }
 
