@@ -12,6 +12,7 @@ use fluxgate::config::redis::RedisSource;
 use fluxgate::config::source::ConfigSource;
 use fluxgate::config::Config;
 use fluxgate::control::{Control, Origin};
+use fluxgate::server::handoff::Handoffs;
 use fluxgate::server::worker::Shared;
 use fluxgate::server::Server;
 use fluxgate::shutdown::Shutdown;
@@ -232,6 +233,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         shutdown: shutdown.clone(),
         started: Instant::now(),
         reloads: reloads.clone(),
+        handoffs: Handoffs::new(config.worker_count()),
     });
     let server = Server::start(shared.clone())
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;

@@ -113,6 +113,28 @@ pub fn metrics(worker: &Worker) -> Response {
         worker_sum(|w| w.writes_waiting.load(Ordering::Relaxed)),
     );
     m.family(
+        "fluxgate_connections",
+        Kind::Gauge,
+        "Open client connections, by worker.",
+    );
+    for (id, stats) in shared.workers.iter().enumerate() {
+        m.sample(
+            "fluxgate_connections",
+            &[("worker", &id.to_string())],
+            stats.connections.load(Ordering::Relaxed),
+        );
+    }
+    m.family(
+        "fluxgate_connections_handed_over_total",
+        Kind::Counter,
+        "Connections a worker accepted and handed to one holding fewer.",
+    );
+    m.sample(
+        "fluxgate_connections_handed_over_total",
+        &[],
+        worker_sum(|w| w.connections_handed_over.load(Ordering::Relaxed)),
+    );
+    m.family(
         "fluxgate_backend_up",
         Kind::Gauge,
         "1 while the backend's last write succeeded.",

@@ -1,9 +1,11 @@
 //! The front end: one monoio worker thread per core, each with its own
 //! SO_REUSEPORT listener on `server.listen`, so the kernel spreads connections
-//! across workers and no accept lock is shared.
+//! across workers and no accept lock is shared; a worker that gets more than
+//! its share hands new ones over (`handoff`).
 
 pub mod admission;
 pub mod conn;
+pub mod handoff;
 pub mod request;
 pub mod response;
 pub mod worker;

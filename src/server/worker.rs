@@ -8,8 +8,10 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::future::Future;
+use std::os::fd::OwnedFd;
 use std::pin::Pin;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -23,6 +25,7 @@ use crate::generation::{Current, Generation};
 use crate::log_limit::LogLimit;
 use crate::lp::gzip::Gunzip;
 use crate::server::admission::AdmissionLine;
+use crate::server::handoff::Handoffs;
 use crate::settle::SettleNotices;
 use crate::shutdown::Shutdown;
 use crate::stats::WorkerStats;
@@ -44,6 +47,8 @@ pub struct Shared {
     pub started: Instant,
     /// Where `POST /reload` asks for a reload.
     pub reloads: ReloadRequests,
+    /// Connections handed from one worker to another.
+    pub handoffs: Handoffs,
 }
 
 /// Buffers and batches of one worker, borrowed by one request at a time.
@@ -78,7 +83,6 @@ pub struct Worker {
     pub settle: Rc<SettleNotices>,
     /// Writes waiting for room in the writer queues, in arrival order.
     pub admission: AdmissionLine,
-    connections: Cell<usize>,
 }
 
 impl WorkerState {
@@ -137,7 +141,6 @@ impl Worker {
             stopping: LocalSignal::default(),
             query_connections: crate::query::backend::ConnectionPool::default(),
             settle: Rc::default(),
-            connections: Cell::new(0),
         }
     }
 
@@ -204,11 +207,17 @@ impl Worker {
         monoio::spawn(self.clone().tick());
         let notices = self.settle.clone();
         monoio::spawn(async move { notices.run().await });
+        if let Some(inbox) = self.shared.handoffs.take_inbox(self.id) {
+            // Weak: the task outlives the worker's drain, and must not keep
+            // its queues open.
+            let worker = Rc::downgrade(&self);
+            monoio::spawn(inbox.run(move |stream| adopt(&worker, stream)));
+        }
         let max_connections = self.generation().config.max_connections_per_worker();
         loop {
             // At the limit, stop accepting: new clients wait in the kernel's
             // backlog instead of each adding a connection buffer here.
-            while self.connections.get() >= max_connections && !self.stopping.is_fired() {
+            while self.open_connections() >= max_connections && !self.stopping.is_fired() {
                 monoio::time::sleep(TICK).await;
             }
             let accepted = monoio::select! {
@@ -218,12 +227,18 @@ impl Worker {
             match accepted {
                 Ok((stream, _peer)) => {
                     let _ = stream.set_nodelay(true);
-                    let worker = self.clone();
-                    worker.connections.set(worker.connections.get() + 1);
-                    monoio::spawn(async move {
-                        super::conn::serve(stream, &worker).await;
-                        worker.connections.set(worker.connections.get() - 1);
-                    });
+                    let shared = &self.shared;
+                    let to = shared
+                        .handoffs
+                        .place(self.id, &shared.workers, &shared.shutdown);
+                    if to == self.id {
+                        self.clone().serve(stream);
+                    } else {
+                        self.stats
+                            .connections_handed_over
+                            .fetch_add(1, Ordering::Relaxed);
+                        shared.handoffs.send(to, give_up(stream));
+                    }
                 }
                 Err(e) => {
                     // EMFILE under a connection flood repeats at every retry.
@@ -239,11 +254,24 @@ impl Worker {
         self.drain().await;
     }
 
+    /// Serves a connection counted for this worker until it closes.
+    fn serve(self: Rc<Self>, stream: monoio::net::TcpStream) {
+        monoio::spawn(async move {
+            super::conn::serve(stream, &self).await;
+            self.stats.connections.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+
+    /// Client connections open on this worker, those handed to it included.
+    fn open_connections(&self) -> usize {
+        self.stats.connections.load(Ordering::Relaxed) as usize
+    }
+
     async fn drain(&self) {
         let shutdown = &self.shared.shutdown;
         // Requests still in flight may wait for batches in overflow: keep
         // moving those into the writer queues while they finish.
-        while self.connections.get() > 0 && !shutdown.is_past_deadline() {
+        while self.open_connections() > 0 && !shutdown.is_past_deadline() {
             self.state.borrow_mut().drain_overflow();
             monoio::time::sleep(TICK).await;
         }
@@ -314,6 +342,30 @@ impl Worker {
             self.state.borrow_mut().drain_overflow();
         }
     }
+}
+
+/// Takes a connection handed to this worker (already counted for it): served
+/// here, or closed if the worker is gone.
+fn adopt(worker: &Weak<Worker>, stream: std::net::TcpStream) {
+    let Some(worker) = worker.upgrade() else {
+        return;
+    };
+    match monoio::net::TcpStream::from_std(stream) {
+        Ok(stream) => worker.serve(stream),
+        Err(e) => {
+            worker.stats.connections.fetch_sub(1, Ordering::Relaxed);
+            tracing::warn!(worker = worker.id, error = %e, "a connection handed over could not be taken; closed");
+        }
+    }
+}
+
+/// The descriptor of a connection this worker accepted, to hand to another.
+fn give_up(stream: monoio::net::TcpStream) -> OwnedFd {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    // Just accepted: nothing else refers to it, so monoio gives it up whole.
+    let fd = stream.into_raw_fd();
+    // SAFETY: `into_raw_fd` handed over the descriptor's ownership.
+    unsafe { OwnedFd::from_raw_fd(fd) }
 }
 
 /// A one-shot, thread-local broadcast: `wait()` futures complete once `fire()`

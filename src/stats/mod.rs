@@ -100,6 +100,11 @@ pub struct WorkerStats {
     pub bytes_received: AtomicU64,
     /// Writes waiting for room in full writer queues (a gauge).
     pub writes_waiting: AtomicU64,
+    /// Open client connections, those handed to this worker included from
+    /// the moment they are handed (a gauge).
+    pub connections: AtomicU64,
+    /// Connections this worker accepted and handed to another.
+    pub connections_handed_over: AtomicU64,
 }
 
 impl Default for WorkerStats {
@@ -112,6 +117,8 @@ impl Default for WorkerStats {
             lines_ingested_early: AtomicU64::new(0),
             bytes_received: AtomicU64::new(0),
             writes_waiting: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
+            connections_handed_over: AtomicU64::new(0),
         }
     }
 }

@@ -1,0 +1,228 @@
+//! Evening out client connections across workers.
+//!
+//! SO_REUSEPORT picks the worker of each new connection by a hash of its
+//! addresses, so a few long-lived clients (a handful of Telegraf agents) can
+//! all land on one worker while another idles. A worker that accepts a
+//! connection while another worker holds fewer hands it to the one with the
+//! fewest: the descriptor goes through a channel, and a byte on a socket pair
+//! wakes the receiving worker, which serves it from then on. Counts are the
+//! workers' `connections` gauges; the receiver's is raised at hand-off, so
+//! hand-offs made at the same time see each other.
+
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use crossbeam_channel::{Receiver, Sender};
+use monoio::io::AsyncReadRent;
+
+use crate::shutdown::Shutdown;
+use crate::stats::WorkerStats;
+
+/// The sending ends, one per worker; shared by all workers.
+pub struct Handoffs {
+    mailboxes: Vec<Mailbox>,
+}
+
+struct Mailbox {
+    connections: Sender<OwnedFd>,
+    /// `None` when the system refused the socket pair: that worker takes no
+    /// hand-offs.
+    doorbell: Option<UnixStream>,
+    /// The receiving end, until its worker takes it.
+    inbox: Mutex<Option<Inbox>>,
+}
+
+/// A worker's receiving end.
+pub struct Inbox {
+    connections: Receiver<OwnedFd>,
+    doorbell: UnixStream,
+}
+
+impl Handoffs {
+    pub fn new(workers: usize) -> Handoffs {
+        let mailboxes = (0..workers)
+            .map(|id| {
+                let (sender, receiver) = crossbeam_channel::unbounded();
+                let pair = UnixStream::pair().and_then(|(ring, hear)| {
+                    ring.set_nonblocking(true)?;
+                    hear.set_nonblocking(true)?;
+                    Ok((ring, hear))
+                });
+                let (doorbell, inbox) = match pair {
+                    Ok((ring, hear)) => (
+                        Some(ring),
+                        Some(Inbox {
+                            connections: receiver,
+                            doorbell: hear,
+                        }),
+                    ),
+                    Err(e) => {
+                        tracing::warn!(worker = id, error = %e, "no socket pair for connection hand-offs; this worker keeps what it accepts and takes no others");
+                        (None, None)
+                    }
+                };
+                Mailbox {
+                    connections: sender,
+                    doorbell,
+                    inbox: Mutex::new(inbox),
+                }
+            })
+            .collect();
+        Handoffs { mailboxes }
+    }
+
+    /// The receiving end of `worker`, for that worker to take once.
+    pub fn take_inbox(&self, worker: usize) -> Option<Inbox> {
+        self.mailboxes[worker]
+            .inbox
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+
+    /// Which worker serves a connection `from` has just accepted: the one
+    /// holding the fewest connections if that is fewer than `from` holds, else
+    /// `from` itself (and always while shutting down). Counts the connection
+    /// for the worker chosen.
+    pub fn place(&self, from: usize, workers: &[Arc<WorkerStats>], shutdown: &Shutdown) -> usize {
+        let open = |id: usize| workers[id].connections.load(Ordering::Relaxed);
+        let fewest = (0..workers.len())
+            .filter(|&id| self.mailboxes[id].doorbell.is_some())
+            .min_by_key(|&id| open(id));
+        let to = match fewest {
+            Some(id) if open(id) < open(from) && !shutdown.is_requested() => id,
+            _ => from,
+        };
+        workers[to].connections.fetch_add(1, Ordering::Relaxed);
+        to
+    }
+
+    /// Hands `connection` to `worker` (chosen by [`Handoffs::place`]).
+    pub fn send(&self, worker: usize, connection: OwnedFd) {
+        let mailbox = &self.mailboxes[worker];
+        // The receiver lives as long as `self`: sending cannot fail.
+        let _ = mailbox.connections.send(connection);
+        if let Some(mut doorbell) = mailbox.doorbell.as_ref() {
+            // A full socket holds rings the worker has yet to read; each
+            // reading takes every connection waiting.
+            let _ = std::io::Write::write(&mut doorbell, &[1]);
+        }
+    }
+}
+
+impl Inbox {
+    /// Passes each connection handed to this worker to `adopt`, until the
+    /// socket pair fails; run as a task on the worker's runtime.
+    pub async fn run(self, adopt: impl Fn(std::net::TcpStream)) {
+        let mut doorbell = match monoio::net::UnixStream::from_std(self.doorbell) {
+            Ok(doorbell) => doorbell,
+            Err(e) => {
+                tracing::warn!(error = %e, "connection hand-offs to this worker are not read");
+                return;
+            }
+        };
+        let mut buf = vec![0u8; 64];
+        loop {
+            let (read, returned) = doorbell.read(buf).await;
+            buf = returned;
+            if !matches!(read, Ok(1..)) {
+                return;
+            }
+            for connection in self.connections.try_iter() {
+                adopt(std::net::TcpStream::from(connection));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn workers(open: &[u64]) -> Vec<Arc<WorkerStats>> {
+        open.iter()
+            .map(|&n| {
+                let stats = WorkerStats::default();
+                stats.connections.store(n, Ordering::Relaxed);
+                Arc::new(stats)
+            })
+            .collect()
+    }
+
+    fn open(workers: &[Arc<WorkerStats>]) -> Vec<u64> {
+        workers
+            .iter()
+            .map(|w| w.connections.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    #[test]
+    fn a_connection_goes_to_the_worker_with_the_fewest_when_it_has_fewer() {
+        let handoffs = Handoffs::new(3);
+        let shutdown = Shutdown::new();
+        let stats = workers(&[2, 1, 0]);
+        assert_eq!(handoffs.place(0, &stats, &shutdown), 2);
+        assert_eq!(open(&stats), [2, 1, 1]);
+        // Ties keep it where it was accepted.
+        assert_eq!(handoffs.place(1, &stats, &shutdown), 1);
+        assert_eq!(open(&stats), [2, 2, 1]);
+        assert_eq!(handoffs.place(2, &stats, &shutdown), 2);
+        assert_eq!(open(&stats), [2, 2, 2]);
+    }
+
+    #[test]
+    fn connections_all_accepted_by_one_worker_end_up_even() {
+        let handoffs = Handoffs::new(2);
+        let shutdown = Shutdown::new();
+        let stats = workers(&[0, 0]);
+        for _ in 0..7 {
+            handoffs.place(0, &stats, &shutdown);
+        }
+        assert_eq!(open(&stats), [4, 3]);
+    }
+
+    #[test]
+    fn nothing_is_handed_off_while_shutting_down() {
+        let handoffs = Handoffs::new(2);
+        let shutdown = Shutdown::new();
+        shutdown.request(std::time::Duration::from_secs(1));
+        let stats = workers(&[3, 0]);
+        assert_eq!(handoffs.place(0, &stats, &shutdown), 0);
+        assert_eq!(open(&stats), [4, 0]);
+    }
+
+    #[test]
+    fn a_handed_connection_reaches_the_inbox_it_was_sent_to() {
+        let handoffs = Handoffs::new(2);
+        let inbox = handoffs.take_inbox(1).expect("inbox");
+        assert!(handoffs.take_inbox(1).is_none(), "taken once");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        handoffs.send(1, OwnedFd::from(accepted));
+        let adopted = std::cell::RefCell::new(Vec::new());
+        let mut runtime = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            monoio::select! {
+                () = inbox.run(|stream| adopted.borrow_mut().push(stream)) => {}
+                () = async {
+                    while adopted.borrow().is_empty() {
+                        monoio::time::sleep(std::time::Duration::from_millis(1)).await;
+                    }
+                } => {}
+            }
+        });
+        let adopted = adopted.into_inner();
+        assert_eq!(adopted.len(), 1);
+        assert_eq!(
+            adopted[0].peer_addr().unwrap(),
+            client.local_addr().unwrap(),
+            "the connection sent"
+        );
+    }
+}
