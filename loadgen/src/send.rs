@@ -13,7 +13,7 @@
 //! each thread keeps its own histogram and error counts, merged by `report.rs`.
 
 use std::collections::BTreeMap;
-use std::io::{self, Write};
+use std::io::{self, IoSlice, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
@@ -143,8 +143,7 @@ pub fn create_database(target: &Target, db: &str) -> Result<()> {
         None,
         form.len(),
     );
-    conn.stream.write_all(&head)?;
-    conn.stream.write_all(form.as_bytes())?;
+    write_request(&mut conn.stream, &head, form.as_bytes())?;
     let response = conn.reader.read_response(&mut conn.stream)?;
     let body = String::from_utf8_lossy(response.body);
     // InfluxDB reports statement errors inside a 200: {"results":[{"error":...}]}.
@@ -337,8 +336,7 @@ fn send(
         Some(conn) => conn,
         None => connection.insert(Connection::open(target)?),
     };
-    conn.stream.write_all(head)?;
-    conn.stream.write_all(body)?;
+    write_request(&mut conn.stream, head, body)?;
     let response = conn.reader.read_response(&mut conn.stream)?;
     let error_body = if workload.succeeded(response.status, response.body) {
         None
@@ -351,4 +349,47 @@ fn send(
         )
     };
     Ok((response.status, response.close, error_body))
+}
+
+/// Writes a request's head and body with one `writev` where the socket takes
+/// them whole, so the head does not leave in a segment of its own (the
+/// socket is `TCP_NODELAY`). Go's net/http, Telegraf's client, does the same
+/// through its write buffer: the head leaves with the body's first bytes.
+fn write_request(stream: &mut TcpStream, head: &[u8], body: &[u8]) -> io::Result<()> {
+    let mut slices = [IoSlice::new(head), IoSlice::new(body)];
+    let mut left = &mut slices[..];
+    while !left.is_empty() {
+        match stream.write_vectored(left) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(written) => IoSlice::advance_slices(&mut left, written),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    #[test]
+    fn a_request_written_at_once_arrives_whole_and_in_order() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let head = b"POST /write HTTP/1.1\r\nContent-Length: 4000000\r\n\r\n".to_vec();
+        let body: Vec<u8> = (0..4_000_000u32).map(|i| (i % 251) as u8).collect();
+        let expected = [head.as_slice(), &body].concat();
+        let server = thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut got = Vec::new();
+            stream.read_to_end(&mut got).unwrap();
+            got
+        });
+        let mut client = TcpStream::connect(addr).unwrap();
+        write_request(&mut client, &head, &body).unwrap();
+        drop(client);
+        assert!(server.join().unwrap() == expected, "bytes differ");
+    }
 }
