@@ -33,6 +33,7 @@ pub mod chunked;
 pub mod config;
 pub mod control;
 pub mod dispatch;
+pub mod doorbell;
 pub mod error;
 pub mod generation;
 pub mod log_limit;

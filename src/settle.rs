@@ -2,21 +2,19 @@
 //!
 //! A write in `ack = "durable"` mode waits on its worker until writer threads
 //! have settled its batches. The writer that settles a batch someone waits on
-//! pokes that worker's end of a socket pair ([`SettlePoke`]); a task on the
-//! worker reads the pokes and wakes the waiting writes, which look again. A
+//! pokes that worker's doorbell ([`SettlePoke`]); a task on the worker hears
+//! the pokes and wakes the waiting writes, which look again. A
 //! write also looks every [`BACKSTOP`], so a lost poke (or a socket pair the
 //! system refused) costs time, never an answer.
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
-use std::io::Write;
-use std::os::unix::net::UnixStream;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use monoio::io::AsyncReadRent;
+use crate::doorbell::{doorbell, Bell, Ring};
 
 /// How often a waiting write looks at its batches without being poked.
 pub const BACKSTOP: Duration = Duration::from_millis(10);
@@ -26,15 +24,14 @@ pub const BACKSTOP: Duration = Duration::from_millis(10);
 pub struct SettlePoke {
     /// `None` when the system refused the socket pair: waits then rely on the
     /// backstop.
-    socket: Option<UnixStream>,
+    ring: Option<Ring>,
 }
 
 impl SettlePoke {
-    /// Tells the worker a batch it waits on has settled. Never blocks: a full
-    /// socket already holds a poke the worker has yet to read.
+    /// Tells the worker a batch it waits on has settled. Never blocks.
     pub fn poke(&self) {
-        if let Some(mut socket) = self.socket.as_ref() {
-            let _ = socket.write(&[1]);
+        if let Some(ring) = &self.ring {
+            ring.ring();
         }
     }
 }
@@ -42,8 +39,8 @@ impl SettlePoke {
 /// A worker's end: the pokes, and the writes waiting for them.
 pub struct SettleNotices {
     poke: Arc<SettlePoke>,
-    /// Taken by [`SettleNotices::run`], which reads it on the worker's runtime.
-    socket: RefCell<Option<UnixStream>>,
+    /// Taken by [`SettleNotices::run`], which hears it on the worker's runtime.
+    bell: RefCell<Option<Bell>>,
     /// Counts the pokes read; a waiter wakes when it moves.
     round: Cell<u64>,
     waiters: RefCell<Vec<Waker>>,
@@ -51,20 +48,16 @@ pub struct SettleNotices {
 
 impl Default for SettleNotices {
     fn default() -> Self {
-        let (poke, socket) = match UnixStream::pair().and_then(|(tx, rx)| {
-            tx.set_nonblocking(true)?;
-            rx.set_nonblocking(true)?;
-            Ok((tx, rx))
-        }) {
-            Ok((tx, rx)) => (Some(tx), Some(rx)),
+        let (ring, bell) = match doorbell() {
+            Ok((ring, bell)) => (Some(ring), Some(bell)),
             Err(e) => {
                 tracing::warn!(error = %e, "no socket pair for settle notices; durable writes look every 10 ms");
                 (None, None)
             }
         };
         SettleNotices {
-            poke: Arc::new(SettlePoke { socket: poke }),
-            socket: RefCell::new(socket),
+            poke: Arc::new(SettlePoke { ring }),
+            bell: RefCell::new(bell),
             round: Cell::new(0),
             waiters: RefCell::new(Vec::new()),
         }
@@ -80,31 +73,19 @@ impl SettleNotices {
     /// Reads pokes and wakes the waiting writes, until the socket fails; run
     /// as a task on the worker's runtime.
     pub async fn run(&self) {
-        let Some(socket) = self.socket.borrow_mut().take() else {
+        let Some(bell) = self.bell.borrow_mut().take() else {
             return;
         };
-        let mut socket = match monoio::net::UnixStream::from_std(socket) {
-            Ok(socket) => socket,
-            Err(e) => {
-                tracing::warn!(error = %e, "settle notices unavailable; durable writes look every 10 ms");
-                return;
+        // The writers' end lives as long as this; the end of the socket is
+        // the end of notices, and the backstop carries on.
+        let heard = bell.hear(|| {
+            self.round.set(self.round.get() + 1);
+            for waker in self.waiters.borrow_mut().drain(..) {
+                waker.wake();
             }
-        };
-        let mut buf = vec![0u8; 64];
-        loop {
-            let (result, returned) = socket.read(buf).await;
-            buf = returned;
-            match result {
-                Ok(n) if n > 0 => {
-                    self.round.set(self.round.get() + 1);
-                    for waker in self.waiters.borrow_mut().drain(..) {
-                        waker.wake();
-                    }
-                }
-                // The writers' end lives as long as this; an error is the
-                // end of notices, and the backstop carries on.
-                _ => return,
-            }
+        });
+        if let Err(e) = heard.await {
+            tracing::warn!(error = %e, "settle notices unavailable; durable writes look every 10 ms");
         }
     }
 
@@ -203,14 +184,10 @@ mod tests {
         let batch = batch();
         batch.expect_settlements(2);
         batch.watch(notices.poke());
-        let mut socket = notices.socket.borrow_mut().take().unwrap();
-        let mut read = || {
-            let mut buf = [0u8; 8];
-            std::io::Read::read(&mut socket, &mut buf).map_or(0, |n| n)
-        };
+        let mut bell = notices.bell.borrow_mut().take().unwrap();
         batch.settle(None);
-        assert_eq!(read(), 0, "poked before the batch settled");
+        assert_eq!(bell.take_rings(), 0, "poked before the batch settled");
         batch.settle(None);
-        assert_eq!(read(), 1);
+        assert_eq!(bell.take_rings(), 1);
     }
 }

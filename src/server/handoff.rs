@@ -4,19 +4,18 @@
 //! addresses, so a few long-lived clients (a handful of Telegraf agents) can
 //! all land on one worker while another idles. A worker that accepts a
 //! connection while another worker holds fewer hands it to the one with the
-//! fewest: the descriptor goes through a channel, and a byte on a socket pair
-//! wakes the receiving worker, which serves it from then on. Counts are the
+//! fewest: the descriptor goes through a channel, and the receiving worker's
+//! doorbell wakes it to serve the connection from then on. Counts are the
 //! workers' `connections` gauges; the receiver's is raised at hand-off, so
 //! hand-offs made at the same time see each other.
 
 use std::os::fd::OwnedFd;
-use std::os::unix::net::UnixStream;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use crossbeam_channel::{Receiver, Sender};
-use monoio::io::AsyncReadRent;
 
+use crate::doorbell::{doorbell, Bell, Ring};
 use crate::shutdown::Shutdown;
 use crate::stats::WorkerStats;
 
@@ -29,7 +28,7 @@ struct Mailbox {
     connections: Sender<OwnedFd>,
     /// `None` when the system refused the socket pair: that worker takes no
     /// hand-offs.
-    doorbell: Option<UnixStream>,
+    doorbell: Option<Ring>,
     /// The receiving end, until its worker takes it.
     inbox: Mutex<Option<Inbox>>,
 }
@@ -37,7 +36,7 @@ struct Mailbox {
 /// A worker's receiving end.
 pub struct Inbox {
     connections: Receiver<OwnedFd>,
-    doorbell: UnixStream,
+    bell: Bell,
 }
 
 impl Handoffs {
@@ -45,17 +44,12 @@ impl Handoffs {
         let mailboxes = (0..workers)
             .map(|id| {
                 let (sender, receiver) = crossbeam_channel::unbounded();
-                let pair = UnixStream::pair().and_then(|(ring, hear)| {
-                    ring.set_nonblocking(true)?;
-                    hear.set_nonblocking(true)?;
-                    Ok((ring, hear))
-                });
-                let (doorbell, inbox) = match pair {
-                    Ok((ring, hear)) => (
+                let (doorbell, inbox) = match doorbell() {
+                    Ok((ring, bell)) => (
                         Some(ring),
                         Some(Inbox {
                             connections: receiver,
-                            doorbell: hear,
+                            bell,
                         }),
                     ),
                     Err(e) => {
@@ -104,35 +98,25 @@ impl Handoffs {
         let mailbox = &self.mailboxes[worker];
         // The receiver lives as long as `self`: sending cannot fail.
         let _ = mailbox.connections.send(connection);
-        if let Some(mut doorbell) = mailbox.doorbell.as_ref() {
-            // A full socket holds rings the worker has yet to read; each
-            // reading takes every connection waiting.
-            let _ = std::io::Write::write(&mut doorbell, &[1]);
+        if let Some(ring) = &mailbox.doorbell {
+            ring.ring();
         }
     }
 }
 
 impl Inbox {
     /// Passes each connection handed to this worker to `adopt`, until the
-    /// socket pair fails; run as a task on the worker's runtime.
+    /// doorbell fails; run as a task on the worker's runtime. Each ring heard
+    /// takes every connection waiting.
     pub async fn run(self, adopt: impl Fn(std::net::TcpStream)) {
-        let mut doorbell = match monoio::net::UnixStream::from_std(self.doorbell) {
-            Ok(doorbell) => doorbell,
-            Err(e) => {
-                tracing::warn!(error = %e, "connection hand-offs to this worker are not read");
-                return;
-            }
-        };
-        let mut buf = vec![0u8; 64];
-        loop {
-            let (read, returned) = doorbell.read(buf).await;
-            buf = returned;
-            if !matches!(read, Ok(1..)) {
-                return;
-            }
-            for connection in self.connections.try_iter() {
+        let connections = self.connections;
+        let heard = self.bell.hear(|| {
+            for connection in connections.try_iter() {
                 adopt(std::net::TcpStream::from(connection));
             }
+        });
+        if let Err(e) = heard.await {
+            tracing::warn!(error = %e, "connection hand-offs to this worker are not read");
         }
     }
 }
