@@ -8,10 +8,14 @@
 //! doorbell wakes it to serve the connection from then on. Counts are the
 //! workers' `connections` gauges; the receiver's is raised at hand-off, so
 //! hand-offs made at the same time see each other.
+//!
+//! Connections go only between running workers on the same I/O driver: with
+//! `server.driver = "auto"` a worker whose io_uring was refused runs on
+//! epoll, and the two drivers want their sockets in different modes.
 
 use std::os::fd::OwnedFd;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use crossbeam_channel::{Receiver, Sender};
 
@@ -31,6 +35,8 @@ struct Mailbox {
     doorbell: Option<Ring>,
     /// The receiving end, until its worker takes it.
     inbox: Mutex<Option<Inbox>>,
+    /// The driver of the worker, once it runs and has taken its inbox.
+    driver: OnceLock<&'static str>,
 }
 
 /// A worker's receiving end.
@@ -61,19 +67,27 @@ impl Handoffs {
                     connections: sender,
                     doorbell,
                     inbox: Mutex::new(inbox),
+                    driver: OnceLock::new(),
                 }
             })
             .collect();
         Handoffs { mailboxes }
     }
 
-    /// The receiving end of `worker`, for that worker to take once.
-    pub fn take_inbox(&self, worker: usize) -> Option<Inbox> {
-        self.mailboxes[worker]
+    /// The receiving end of `worker`, for that worker to take once it runs
+    /// on `driver` ("io_uring" or "epoll"); from then on it takes hand-offs
+    /// from workers on the same driver.
+    pub fn take_inbox(&self, worker: usize, driver: &'static str) -> Option<Inbox> {
+        let mailbox = &self.mailboxes[worker];
+        let inbox = mailbox
             .inbox
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .take()
+            .take();
+        if inbox.is_some() {
+            let _ = mailbox.driver.set(driver);
+        }
+        inbox
     }
 
     /// Which worker serves a connection `from` has just accepted: the one
@@ -82,8 +96,9 @@ impl Handoffs {
     /// for the worker chosen.
     pub fn place(&self, from: usize, workers: &[Arc<WorkerStats>], shutdown: &Shutdown) -> usize {
         let open = |id: usize| workers[id].connections.load(Ordering::Relaxed);
+        let driver = self.mailboxes[from].driver.get();
         let fewest = (0..workers.len())
-            .filter(|&id| self.mailboxes[id].doorbell.is_some())
+            .filter(|&id| driver.is_some() && self.mailboxes[id].driver.get() == driver)
             .min_by_key(|&id| open(id));
         let to = match fewest {
             Some(id) if open(id) < open(from) && !shutdown.is_requested() => id,
@@ -142,9 +157,18 @@ mod tests {
             .collect()
     }
 
+    /// Hand-offs among `count` workers, every one running on io_uring.
+    fn running(count: usize) -> Handoffs {
+        let handoffs = Handoffs::new(count);
+        for id in 0..count {
+            handoffs.take_inbox(id, "io_uring").expect("inbox");
+        }
+        handoffs
+    }
+
     #[test]
     fn a_connection_goes_to_the_worker_with_the_fewest_when_it_has_fewer() {
-        let handoffs = Handoffs::new(3);
+        let handoffs = running(3);
         let shutdown = Shutdown::new();
         let stats = workers(&[2, 1, 0]);
         assert_eq!(handoffs.place(0, &stats, &shutdown), 2);
@@ -158,7 +182,7 @@ mod tests {
 
     #[test]
     fn connections_all_accepted_by_one_worker_end_up_even() {
-        let handoffs = Handoffs::new(2);
+        let handoffs = running(2);
         let shutdown = Shutdown::new();
         let stats = workers(&[0, 0]);
         for _ in 0..7 {
@@ -169,7 +193,7 @@ mod tests {
 
     #[test]
     fn nothing_is_handed_off_while_shutting_down() {
-        let handoffs = Handoffs::new(2);
+        let handoffs = running(2);
         let shutdown = Shutdown::new();
         shutdown.request(std::time::Duration::from_secs(1));
         let stats = workers(&[3, 0]);
@@ -178,10 +202,25 @@ mod tests {
     }
 
     #[test]
+    fn connections_go_only_to_running_workers_on_the_same_driver() {
+        let handoffs = Handoffs::new(3);
+        let shutdown = Shutdown::new();
+        let stats = workers(&[5, 0, 0]);
+        handoffs.take_inbox(0, "io_uring").expect("inbox");
+        // Worker 1 does not run yet, worker 2 fell back to epoll.
+        handoffs.take_inbox(2, "epoll").expect("inbox");
+        assert_eq!(handoffs.place(0, &stats, &shutdown), 0);
+        assert_eq!(handoffs.place(2, &stats, &shutdown), 2);
+        handoffs.take_inbox(1, "io_uring").expect("inbox");
+        assert_eq!(handoffs.place(0, &stats, &shutdown), 1);
+        assert_eq!(open(&stats), [6, 1, 1]);
+    }
+
+    #[test]
     fn a_handed_connection_reaches_the_inbox_it_was_sent_to() {
         let handoffs = Handoffs::new(2);
-        let inbox = handoffs.take_inbox(1).expect("inbox");
-        assert!(handoffs.take_inbox(1).is_none(), "taken once");
+        let inbox = handoffs.take_inbox(1, "epoll").expect("inbox");
+        assert!(handoffs.take_inbox(1, "epoll").is_none(), "taken once");
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (accepted, _) = listener.accept().unwrap();

@@ -120,7 +120,7 @@ fn run_worker(
         };
         let worker = Rc::new(Worker::new(id, shared));
         let _ = started.send(Ok(driver));
-        worker.run(listener).await;
+        worker.run(listener, driver).await;
     };
     let built = match driver {
         Driver::Auto => RuntimeBuilder::<FusionDriver>::new()

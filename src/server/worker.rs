@@ -203,11 +203,11 @@ impl Worker {
 
     /// Accepts connections until shutdown, then drains: waits for open
     /// connections, flushes every batch and hands it to the writers.
-    pub async fn run(self: Rc<Self>, listener: TcpListener) {
+    pub async fn run(self: Rc<Self>, listener: TcpListener, driver: &'static str) {
         monoio::spawn(self.clone().tick());
         let notices = self.settle.clone();
         monoio::spawn(async move { notices.run().await });
-        if let Some(inbox) = self.shared.handoffs.take_inbox(self.id) {
+        if let Some(inbox) = self.shared.handoffs.take_inbox(self.id, driver) {
             // Weak: the task outlives the worker's drain, and must not keep
             // its queues open.
             let worker = Rc::downgrade(&self);
