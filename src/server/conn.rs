@@ -99,17 +99,17 @@ pub async fn serve(stream: TcpStream, worker: &Worker) {
         // (to its last byte sent, for an answer streamed from a backend).
         let started = Instant::now();
         let endpoint = Endpoint::from_path(head.path(&conn.buf));
-        // Refused with the body unread: counted, and the connection closed.
-        let refused = |e: &ApiError| {
+        let record = |status: u16| {
             worker
                 .stats
-                .record_request(endpoint, e.status(), started.elapsed())
+                .record_request(endpoint, status, started.elapsed())
         };
         // A write waits for room in the writer queues before its body is read.
+        // Refused with the body unread: counted, and the connection closed.
         let body_pass = match api::write::admit_body(worker, &head, &conn.buf).await {
             Ok(pass) => pass,
             Err(e) => {
-                refused(&e);
+                record(e.status());
                 return conn.fail(&e).await;
             }
         };
@@ -121,7 +121,7 @@ pub async fn serve(stream: TcpStream, worker: &Worker) {
         {
             Ok(end) => end,
             Err(Some(e)) => {
-                refused(&e);
+                record(e.status());
                 return conn.fail(&e).await;
             }
             Err(None) => return,
@@ -141,16 +141,11 @@ pub async fn serve(stream: TcpStream, worker: &Worker) {
         conn.out.clear();
         let head_only = head.method == Method::Head;
         response.encode(&mut conn.out, keep_alive, head_only);
-        let record = || {
-            worker
-                .stats
-                .record_request(endpoint, response.status, started.elapsed())
-        };
         // An answer made here is counted before it goes out, so a client holding
         // it finds it in `/metrics`; a proxied one once the backend's body is through.
         let streamed = matches!(response.body, Body::Proxied(_)) && !head_only;
         if !streamed {
-            record();
+            record(response.status);
         }
         let mut written = conn.write_out().await;
         if let (Body::Proxied(answer), Ok(()), false) = (response.body, &written, head_only) {
@@ -163,7 +158,7 @@ pub async fn serve(stream: TcpStream, worker: &Worker) {
                 .await;
         }
         if streamed {
-            record();
+            record(response.status);
         }
         if written.is_err() || !keep_alive {
             return;

@@ -111,7 +111,8 @@ impl Handoffs {
     /// Hands `connection` to `worker` (chosen by [`Handoffs::place`]).
     pub fn send(&self, worker: usize, connection: OwnedFd) {
         let mailbox = &self.mailboxes[worker];
-        // The receiver lives as long as `self`: sending cannot fail.
+        // Fails only once the receiving worker has ended: the connection
+        // then comes back in the error, and is closed with it.
         let _ = mailbox.connections.send(connection);
         if let Some(ring) = &mailbox.doorbell {
             ring.ring();
