@@ -83,7 +83,15 @@ fn ingest_round(body: &[u8], early: bool) -> Box<dyn FnMut() -> usize + '_> {
             common::ingest_early(&router, &mut batcher, &mut scratch, body)
         } else {
             let now = SystemTime::now();
-            ingest(&router, &mut batcher, &mut scratch, &target, body, now)
+            ingest(
+                &router,
+                &mut batcher,
+                &mut scratch,
+                &target,
+                body,
+                now,
+                None,
+            )
         };
         batcher.flush_all();
         batcher.take_ready().for_each(drop);

@@ -108,6 +108,7 @@ fn whole_ingest(c: &mut Criterion) {
                     &target,
                     body,
                     SystemTime::now(),
+                    None,
                 );
                 assert_eq!(report.accepted, scenario.lines);
                 batcher.flush_all();

@@ -59,12 +59,21 @@ impl BatchKey {
             && self.authorization.as_deref() == target.authorization
     }
 
-    fn from_target(target: &Target<'_>) -> BatchKey {
+    pub(crate) fn from_target(target: &Target<'_>) -> BatchKey {
         BatchKey {
             db: target.db.into(),
             rp: target.rp.map(Into::into),
             precision: target.precision,
             authorization: target.authorization.map(Into::into),
+        }
+    }
+
+    pub(crate) fn target(&self) -> Target<'_> {
+        Target {
+            db: &self.db,
+            rp: self.rp.as_deref(),
+            precision: self.precision,
+            authorization: self.authorization.as_deref(),
         }
     }
 }

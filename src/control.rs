@@ -198,7 +198,7 @@ impl Control {
         let generation = Arc::new(Generation {
             id: self.running.as_ref().map_or(1, |g| g.id + 1),
             users,
-            router: Router::new(&config),
+            router: Arc::new(Router::new(&config)),
             source: self.source.describe(),
             applied_at: SystemTime::now(),
             backends,

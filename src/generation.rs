@@ -21,7 +21,8 @@ pub struct Generation {
     /// Where the config came from, for `/status` ("file fluxgate.toml").
     pub source: String,
     pub applied_at: SystemTime,
-    pub router: Router,
+    /// Shared with the pieces of bodies lent to other workers (`api::lend`).
+    pub router: Arc<Router>,
     /// Per backend, indexed like `config.backends`.
     pub backends: Vec<BackendHandle>,
     /// Proxy users; shared with the next generation while `[[users]]` is

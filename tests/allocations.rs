@@ -98,7 +98,8 @@ fn ingested_early(router: &Router, target: &Target<'_>, body: &[u8], lines: usiz
         let mut worker = Batcher::new(router.set_count(), 64 << 20);
         let mut scratch = Vec::with_capacity(64);
         let now = SystemTime::now();
-        let report = partial.commit_into(router, target, &mut worker, &mut scratch, now, body);
+        let report =
+            partial.commit_into(router, target, &mut worker, &mut scratch, now, body, None);
         assert_eq!(report.accepted, lines);
         worker.flush_all();
         batches = Some(worker);
@@ -135,6 +136,7 @@ fn allocations_per_request_do_not_grow_with_the_number_of_lines() {
                 &target,
                 body,
                 SystemTime::now(),
+                None,
             );
             assert_eq!(report.accepted, lines);
         })

@@ -418,6 +418,53 @@ fn a_body_ingested_early_lands_after_the_writes_before_it() {
 }
 
 #[test]
+fn a_large_body_shared_with_an_idle_worker_lands_whole_and_in_order() {
+    let servers = backends();
+    let db = unique("shared");
+    servers.create_database(&db);
+    let proxy = Fluxgate::start(
+        "workers = 2",
+        &two_backend_config(
+            servers.a.http_port,
+            servers.b.http_port,
+            "_default_ = [\"a\", \"b\"]",
+        ),
+    );
+    // The same points twice, the second time with another value: the
+    // second half of the body (about where the shared piece starts) must
+    // win everywhere, as it does against InfluxDB directly. It would not if
+    // the piece's batches left before the first half's.
+    const POINTS: usize = 15_000;
+    let half = |v: u32| -> String {
+        (0..POINTS)
+            .map(|i| format!("shared,host=h{} v={v} {}\n", i % 20, i + 1))
+            .collect()
+    };
+    let body = half(1) + &half(2);
+    assert!(body.len() > 512 << 10, "a body large enough to be shared");
+    // The other worker takes the piece if it wakes before the first half is
+    // done; a body or two more where it did not.
+    let shared = || {
+        let metrics = http::get(&proxy.url("/metrics")).body;
+        metric(&metrics, "fluxgate_lines_shared_total").expect("fluxgate_lines_shared_total")
+    };
+    for _ in 0..20 {
+        let reply = http::post(&write_url(&proxy, &db, ""), &[], body.as_bytes());
+        assert_eq!(reply.status, 204, "{}", reply.body);
+        if shared() > 0.0 {
+            break;
+        }
+    }
+    assert!(shared() > 0.0, "no piece was shared in 20 writes");
+    for server in [&servers.a, &servers.b] {
+        assert_count("shared", POINTS as u64, || server.count(&db, "shared"));
+        let points = server.points(&db, "shared");
+        let first_values = points.iter().filter(|(_, v)| *v != 2.0).count();
+        assert_eq!(first_values, 0, "points holding the first half's value");
+    }
+}
+
+#[test]
 fn chunked_and_expect_continue_requests_work() {
     let servers = backends();
     let db = unique("framing");

@@ -33,7 +33,7 @@ pub fn ingest_early(
         partial.advance(router, &TARGET, &body[..body.len() * quarter / 4]);
     }
     let now = SystemTime::now();
-    partial.commit_into(router, &TARGET, batcher, scratch, now, body)
+    partial.commit_into(router, &TARGET, batcher, scratch, now, body, None)
 }
 
 /// Routes for two backends, every point replicated to both (`mem` to one).

@@ -67,6 +67,11 @@ pub fn metrics(worker: &Worker) -> Response {
             worker_sum(|w| w.lines_ingested_early.load(Ordering::Relaxed)),
         ),
         (
+            "fluxgate_lines_shared_total",
+            "Lines of large write bodies ingested by an idle worker while the worker that read the body ingested the rest.",
+            worker_sum(|w| w.lines_shared.load(Ordering::Relaxed)),
+        ),
+        (
             "fluxgate_batch_bodies_lent_total",
             "Batch bodies sent to a backend from their own pages (vmsplice + splice), once per backend and attempt.",
             bodies.lent.load(Ordering::Relaxed),

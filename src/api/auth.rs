@@ -203,7 +203,7 @@ mod tests {
         .unwrap();
         Generation {
             id: 1,
-            router: Router::new(&config),
+            router: Arc::new(Router::new(&config)),
             config,
             source: "test".into(),
             applied_at: SystemTime::now(),

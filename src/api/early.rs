@@ -29,6 +29,7 @@ use std::time::SystemTime;
 use memchr::memrchr;
 
 use super::auth;
+use super::share::Sharing;
 use super::write::{Ingest, IngestReport, WriteParams};
 use crate::batch::{Batcher, Target};
 use crate::generation::Generation;
@@ -116,7 +117,9 @@ impl Partial {
     /// early go behind `worker`'s open batches they follow (frozen first,
     /// see [`Batcher::adopt`]), then the rest of `body` is ingested into
     /// `worker` like any body, points without a timestamp getting
-    /// `received`. Returns the report for the whole body.
+    /// `received` (and a large rest maybe partly by an idle worker, with
+    /// `sharing`). Returns the report for the whole body.
+    #[allow(clippy::too_many_arguments)]
     pub fn commit_into(
         mut self,
         router: &Router,
@@ -125,6 +128,7 @@ impl Partial {
         scratch: &mut Vec<u8>,
         received: SystemTime,
         body: &[u8],
+        sharing: Option<Sharing<'_>>,
     ) -> IngestReport {
         self.batcher.flush_all();
         worker.begin_request();
@@ -141,6 +145,7 @@ impl Partial {
             Some(received),
             &mut self.report,
         )
+        .sharing(sharing)
         .all_points(&body[self.consumed..], self.next_line);
         self.report
     }
@@ -261,13 +266,14 @@ impl Committable {
         scratch: &mut Vec<u8>,
         received: SystemTime,
         body: &[u8],
+        sharing: Option<Sharing<'_>>,
     ) -> (IngestReport, usize) {
         let Started {
             params, partial, ..
         } = self.0;
         let early = partial.early_points();
         let target = params.target();
-        let report = partial.commit_into(router, &target, worker, scratch, received, body);
+        let report = partial.commit_into(router, &target, worker, scratch, received, body, sharing);
         (report, early)
     }
 }
@@ -301,6 +307,7 @@ mod tests {
             &mut Vec::new(),
             received,
             body,
+            None,
         );
         worker.flush_all();
         (report, worker)

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod early;
 pub mod ping;
 pub mod query;
+pub mod share;
 pub mod write;
 
 use crate::error::ApiError;

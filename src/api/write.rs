@@ -16,6 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::auth::Access;
 use super::early::EarlyIngest;
+use super::share::{self, Sharing};
 use crate::batch::{Batch, Batcher, Target};
 use crate::config::AckMode;
 use crate::error::ApiError;
@@ -25,6 +26,7 @@ use crate::lp::precision::Precision;
 use crate::lp::scan::scan_lines;
 use crate::route::{Router, SetId};
 use crate::server::admission::BodyPass;
+use crate::server::handoff::OtherWorkers;
 use crate::server::request::{Head, Method};
 use crate::server::response::Response;
 use crate::server::worker::{Worker, WorkerState};
@@ -153,8 +155,26 @@ async fn try_write(
             measurement,
             ..
         } = state;
+        let shared = &worker.shared;
+        let helpers = OtherWorkers {
+            from: worker.id,
+            handoffs: &shared.handoffs,
+            workers: &shared.workers,
+        };
+        let sharing = Some(Sharing {
+            router: &generation.router,
+            helpers: &helpers,
+            min_body_bytes: share::MIN_SHARED_BODY_BYTES,
+        });
         let (report, early_points) = match early.take(generation) {
-            Some(early) => early.commit(&generation.router, batcher, measurement, received, body),
+            Some(early) => early.commit(
+                &generation.router,
+                batcher,
+                measurement,
+                received,
+                body,
+                sharing,
+            ),
             None => {
                 let body = if head.gzip {
                     gunzip.decompress(
@@ -173,6 +193,7 @@ async fn try_write(
                     &params.target(),
                     body,
                     received,
+                    sharing,
                 );
                 (report, 0)
             }
@@ -187,6 +208,9 @@ async fn try_write(
         stats
             .lines_ingested_early
             .fetch_add(early_points as u64, Ordering::Relaxed);
+        stats
+            .lines_shared
+            .fetch_add(report.shared as u64, Ordering::Relaxed);
         if decompressed.capacity() > RETAINED_DECOMPRESSED_BYTES {
             *decompressed = Vec::new();
         }
@@ -330,6 +354,8 @@ fn queue_full(worker: &Worker) -> ApiError {
 pub struct IngestReport {
     pub accepted: usize,
     pub dropped: usize,
+    /// Of `accepted`, points ingested by another worker (see [`super::share`]).
+    pub shared: usize,
     /// InfluxDB-style descriptions of the first rejected lines, one per line.
     pub errors: String,
 }
@@ -374,7 +400,8 @@ impl IngestReport {
 
 /// Scans, validates and routes every line of `body`, appending the good ones to
 /// their batches with `received` as the timestamp of lines that have none.
-/// `scratch` holds unescaped measurement names.
+/// `scratch` holds unescaped measurement names. With `sharing`, the second
+/// half of a large body may be ingested by an idle worker meanwhile.
 pub fn ingest(
     router: &Router,
     batcher: &mut Batcher,
@@ -382,6 +409,7 @@ pub fn ingest(
     target: &Target<'_>,
     body: &[u8],
     received: SystemTime,
+    sharing: Option<Sharing<'_>>,
 ) -> IngestReport {
     batcher.begin_request();
     batcher.expect_bytes(body.len());
@@ -394,6 +422,7 @@ pub fn ingest(
         Some(received),
         &mut report,
     )
+    .sharing(sharing)
     .all_points(body, 1);
     report
 }
@@ -413,6 +442,9 @@ pub(super) struct Ingest<'r, 'b> {
     /// Consecutive lines nearly always share a measurement: route it once.
     last_route: Option<(&'b [u8], Option<SetId>)>,
     report: &'r mut IngestReport,
+    received: Option<SystemTime>,
+    /// Where a large body's second half may be shared (see [`super::share`]).
+    sharing: Option<Sharing<'r>>,
 }
 
 impl<'r, 'b> Ingest<'r, 'b> {
@@ -444,15 +476,80 @@ impl<'r, 'b> Ingest<'r, 'b> {
             now: Instant::now(),
             last_route: None,
             report,
+            received,
+            sharing: None,
         }
+    }
+
+    /// Shares the second half of a large body to an idle worker, if there
+    /// is one, in [`all_points`](Self::all_points).
+    pub(super) fn sharing(mut self, sharing: Option<Sharing<'r>>) -> Self {
+        self.sharing = sharing;
+        self
     }
 
     /// Ingests every point of `lines`, whose first physical line is line
     /// `first_line` of the body. Needs the receive time.
     pub(super) fn all_points(&mut self, lines: &'b [u8], first_line: usize) {
-        for (number, line) in scan_lines(lines) {
-            self.point(first_line + number - 1, line);
+        let split = |sharing: Sharing<'r>| share::split_point(lines, sharing.min_body_bytes);
+        let shared = self
+            .sharing
+            .zip(self.received)
+            .zip(self.sharing.and_then(split));
+        let Some(((sharing, received), split)) = shared else {
+            return self.points_from(lines, 0, first_line);
+        };
+        let target = self.target;
+        let max_batch_bytes = self.max_line_bytes;
+        let ((end, end_line), piece) = share::share_while(
+            sharing,
+            &lines[split..],
+            target,
+            received,
+            max_batch_bytes,
+            || self.points_before(lines, split, first_line),
+        );
+        match piece {
+            // The first half ended where the piece starts, and the piece's
+            // lines were all good: its batches go behind this half's.
+            Some(piece) if end == split && piece.report.dropped == 0 => {
+                for (set, batch) in piece.batches {
+                    self.batcher.adopt(set, target, batch);
+                }
+                self.report.accepted += piece.report.accepted;
+                self.report.shared += piece.report.accepted;
+            }
+            _ => self.points_from(lines, end, end_line),
         }
+    }
+
+    /// Ingests the points of `lines` from `start`, where physical line
+    /// `line` of the body starts.
+    fn points_from(&mut self, lines: &'b [u8], start: usize, line: usize) {
+        for (number, point) in scan_lines(&lines[start..]) {
+            self.point(line + number - 1, point);
+        }
+    }
+
+    /// Ingests the points of `lines` that start before `end`; returns where
+    /// the next one starts (past `end` if a point ran on over it) and the
+    /// number of its physical line.
+    fn points_before(&mut self, lines: &'b [u8], end: usize, first_line: usize) -> (usize, usize) {
+        let mut points = scan_lines(lines);
+        while points.position().0 < end {
+            let before = points.clone();
+            let Some((number, point)) = points.next() else {
+                break;
+            };
+            // Blank lines skipped on the way may have led past `end`.
+            if point.as_ptr() as usize - lines.as_ptr() as usize >= end {
+                points = before;
+                break;
+            }
+            self.point(first_line + number - 1, point);
+        }
+        let (offset, line) = points.position();
+        (offset, first_line + line - 1)
     }
 
     /// Ingests the points of `lines` (the body's first physical line there is
@@ -576,24 +673,31 @@ mod tests {
     use crate::batch::tests::TARGET;
     use crate::config::Config;
 
-    fn router(routes: &str) -> Router {
+    fn router(routes: &str) -> Arc<Router> {
         let config = Config::from_toml(&format!(
             "[[backends]]\nname = \"a\"\nurl = \"http://h:1\"\n[[backends]]\nname = \"b\"\nurl = \"http://h:2\"\n[routes]\n{routes}"
         ))
         .unwrap();
-        Router::new(&config)
+        Arc::new(Router::new(&config))
     }
 
     /// The report and the batches (set, body, lines) of ingesting `body`:
     /// at the end, or, with `reads` (lengths of the body so far), partly
-    /// while it arrives and the rest at the end.
+    /// while it arrives and the rest at the end; with `share`, whatever is
+    /// left at the end split in two and its second half shared.
     fn ingest_after_reads(
-        router: &Router,
+        router: &Arc<Router>,
         body: &[u8],
         reads: Option<&[usize]>,
+        share: bool,
         precision: Precision,
         max_batch_bytes: usize,
     ) -> (IngestReport, Vec<(u32, String, usize)>) {
+        let sharing = share.then_some(Sharing {
+            router,
+            helpers: &share::tests::Eager,
+            min_body_bytes: 0,
+        });
         let target = Target {
             precision,
             ..TARGET
@@ -602,13 +706,29 @@ mod tests {
         let mut batcher = Batcher::new(router.set_count(), max_batch_bytes);
         let mut scratch = Vec::new();
         let report = match reads {
-            None => ingest(router, &mut batcher, &mut scratch, &target, body, received),
+            None => ingest(
+                router,
+                &mut batcher,
+                &mut scratch,
+                &target,
+                body,
+                received,
+                sharing,
+            ),
             Some(reads) => {
                 let mut partial = Partial::new(router.set_count(), max_batch_bytes, body.len());
                 for &read in reads {
                     partial.advance(router, &target, &body[..read]);
                 }
-                partial.commit_into(router, &target, &mut batcher, &mut scratch, received, body)
+                partial.commit_into(
+                    router,
+                    &target,
+                    &mut batcher,
+                    &mut scratch,
+                    received,
+                    body,
+                    sharing,
+                )
             }
         };
         batcher.flush_all();
@@ -638,23 +758,34 @@ mod tests {
 
     /// Ingests `body` and returns the report and the batches' bodies per set,
     /// after checking that ingesting it partly while it arrives, whatever the
-    /// reads, gives the answer, and each backend the lines in the order, of
-    /// ingesting it at the end.
+    /// reads, and sharing half of what is left at the end give the answer,
+    /// and each backend the lines in the order, of ingesting it at the end.
     fn run(
-        router: &Router,
+        router: &Arc<Router>,
         body: &str,
         precision: Precision,
     ) -> (IngestReport, Vec<(u32, String)>) {
         let body = body.as_bytes();
-        let at_the_end = ingest_after_reads(router, body, None, precision, 1 << 20);
+        let at_the_end = ingest_after_reads(router, body, None, false, precision, 1 << 20);
         for read in 0..=body.len() {
-            let early = ingest_after_reads(router, body, Some(&[read]), precision, 1 << 20);
-            assert_eq!(early.0, at_the_end.0, "ingested early up to byte {read}");
-            assert_eq!(
-                per_set(&early.1),
-                per_set(&at_the_end.1),
-                "up to byte {read}"
-            );
+            for share in [false, true] {
+                let read = [read];
+                let reads = (read[0] > 0 || !share).then_some(&read[..]);
+                let other = ingest_after_reads(router, body, reads, share, precision, 1 << 20);
+                assert_eq!(
+                    IngestReport {
+                        shared: 0,
+                        ..other.0
+                    },
+                    at_the_end.0,
+                    "up to byte {read:?}, sharing {share}"
+                );
+                assert_eq!(
+                    per_set(&other.1),
+                    per_set(&at_the_end.1),
+                    "up to byte {read:?}, sharing {share}"
+                );
+            }
         }
         let (report, batches) = at_the_end;
         let batches = batches
@@ -750,6 +881,66 @@ mod tests {
     }
 
     #[test]
+    fn a_shared_half_is_batched_behind_the_first_half() {
+        let r = router("_default_ = [\"a\"]\nmem = [\"b\"]");
+        let body = b"cpu v=1 1\nmem v=2 2\ncpu v=3 3\nmem v=4 4\ncpu v=5 5\nmem v=6 6\n";
+        let (report, batches) =
+            ingest_after_reads(&r, body, None, true, Precision::Nanoseconds, 1 << 20);
+        // Split past the newline after the middle, ending "mem v=4 4": the
+        // other worker took the last two points.
+        assert_eq!((report.accepted, report.shared), (6, 2));
+        let batches: Vec<_> = batches
+            .into_iter()
+            .map(|(set, text, _)| (set, text))
+            .collect();
+        // Each set's open batch is frozen before the piece's batch of that set.
+        assert_eq!(
+            batches,
+            [
+                (0, "cpu v=1 1\ncpu v=3 3\n".to_owned()),
+                (0, "cpu v=5 5\n".to_owned()),
+                (1, "mem v=2 2\nmem v=4 4\n".to_owned()),
+                (1, "mem v=6 6\n".to_owned()),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_shared_half_is_ingested_again_when_a_point_runs_into_it_or_it_has_a_bad_line() {
+        let r = router("_default_ = [\"a\"]");
+        for body in [
+            // A string carries the first half's last point past the split.
+            "m v=1 1\nm s=\"a\nb\nc\nd\ne\" 2\nm v=3 3\n",
+            // An escaped newline does too.
+            "m v=1 1\nm,t=aaaaaaaaaaaaaaaa\\\nb v=2 2\nm v=3 3\n",
+            // The piece's bad line is reported with its number in the body.
+            "m v=1 1\nm v=2 2\nm v=3 3\nm v=x 4\n",
+            // Blank lines where the piece starts.
+            "m v=1 1\nm v=2 2\n\n\n\n\n\n\n\n\n\nm v=3 3\n",
+        ] {
+            let (alone, alone_batches) = ingest_after_reads(
+                &r,
+                body.as_bytes(),
+                None,
+                false,
+                Precision::Nanoseconds,
+                1 << 20,
+            );
+            let (shared, shared_batches) = ingest_after_reads(
+                &r,
+                body.as_bytes(),
+                None,
+                true,
+                Precision::Nanoseconds,
+                1 << 20,
+            );
+            assert_eq!(shared.shared, 0, "{body:?}");
+            assert_eq!(shared, alone, "{body:?}");
+            assert_eq!(shared_batches, alone_batches, "{body:?}");
+        }
+    }
+
+    #[test]
     fn a_line_longer_than_a_batch_is_refused() {
         let r = router("_default_ = [\"a\"]");
         let long = format!("m v=\"{}\" 1", "x".repeat(100));
@@ -760,7 +951,7 @@ mod tests {
             format!("m v=1\n{almost}\nm v=2\n"),
         ] {
             let body = body.as_bytes();
-            let at_the_end = ingest_after_reads(&r, body, None, Precision::Nanoseconds, 64);
+            let at_the_end = ingest_after_reads(&r, body, None, false, Precision::Nanoseconds, 64);
             let (report, batches) = &at_the_end;
             assert_eq!((report.accepted, report.dropped), (2, 1));
             assert!(
@@ -772,7 +963,8 @@ mod tests {
             );
             assert_eq!(batches.iter().map(|b| b.2).sum::<usize>(), 2);
             for read in 0..=body.len() {
-                let early = ingest_after_reads(&r, body, Some(&[read]), Precision::Nanoseconds, 64);
+                let early =
+                    ingest_after_reads(&r, body, Some(&[read]), false, Precision::Nanoseconds, 64);
                 assert_eq!(early.0, at_the_end.0, "ingested early up to byte {read}");
                 assert_eq!(
                     per_set(&early.1),
@@ -808,10 +1000,11 @@ mod tests {
 
     proptest::proptest! {
         #[test]
-        fn ingesting_early_never_changes_what_is_written(
+        fn ingesting_early_or_sharing_never_changes_what_is_written(
             picks in proptest::collection::vec(0..LINES.len(), 0..40),
             final_newline: bool,
             read_fractions in proptest::collection::vec(0.0..1.0f64, 0..6),
+            share: bool,
             max_batch_bytes in 40usize..400,
         ) {
             let r = router("_default_ = [\"a\"]\nmem = [\"b\"]\ncpu = [\"a\", \"b\"]");
@@ -826,11 +1019,12 @@ mod tests {
                 .collect();
             reads.sort_unstable();
             let at_the_end =
-                ingest_after_reads(&r, body, None, Precision::Nanoseconds, max_batch_bytes);
-            let early =
-                ingest_after_reads(&r, body, Some(&reads), Precision::Nanoseconds, max_batch_bytes);
-            proptest::prop_assert_eq!(early.0, at_the_end.0);
-            proptest::prop_assert_eq!(per_set(&early.1), per_set(&at_the_end.1));
+                ingest_after_reads(&r, body, None, false, Precision::Nanoseconds, max_batch_bytes);
+            let other =
+                ingest_after_reads(&r, body, Some(&reads), share, Precision::Nanoseconds, max_batch_bytes);
+            proptest::prop_assert!(other.0.shared <= other.0.accepted);
+            proptest::prop_assert_eq!(IngestReport { shared: 0, ..other.0 }, at_the_end.0);
+            proptest::prop_assert_eq!(per_set(&other.1), per_set(&at_the_end.1));
         }
     }
 

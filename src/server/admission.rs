@@ -30,10 +30,10 @@ pub struct AdmissionLine {
     /// Places by ticket, oldest first: tickets only grow, so the line is
     /// sorted and a place is found by binary search.
     places: RefCell<VecDeque<(u64, Place)>>,
-    /// Where `/metrics` reads how many writes wait (`writes_waiting`).
+    /// Where `/metrics` reads how many writes wait (`writes_waiting`), and
+    /// other workers how many bodies this one reads or ingests
+    /// (`write_bodies`).
     stats: Arc<WorkerStats>,
-    /// Writes admitted whose bodies are being read or ingested.
-    bodies: Cell<usize>,
 }
 
 impl AdmissionLine {
@@ -42,18 +42,17 @@ impl AdmissionLine {
             next_ticket: Cell::new(0),
             places: RefCell::new(VecDeque::new()),
             stats,
-            bodies: Cell::new(0),
         }
     }
 
     /// Admitted writes whose bodies are being read or ingested.
     pub fn bodies_in_flight(&self) -> usize {
-        self.bodies.get()
+        self.stats.write_bodies.load(Ordering::Relaxed) as usize
     }
 
     /// Counts an admitted write's body in flight until the pass drops.
     pub fn body_pass(&self) -> BodyPass<'_> {
-        self.bodies.set(self.bodies.get() + 1);
+        self.stats.write_bodies.fetch_add(1, Ordering::Relaxed);
         BodyPass { line: self }
     }
 
@@ -126,7 +125,7 @@ pub struct BodyPass<'a> {
 
 impl Drop for BodyPass<'_> {
     fn drop(&mut self) {
-        self.line.bodies.set(self.line.bodies.get() - 1);
+        self.line.stats.write_bodies.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -12,6 +12,9 @@
 //! Connections go only between running workers on the same I/O driver: with
 //! `server.driver = "auto"` a worker whose io_uring was refused runs on
 //! epoll, and the two drivers want their sockets in different modes.
+//!
+//! The same mailboxes carry pieces of large write bodies that a worker shares
+//! to one reading no body of its own (`api/share.rs`).
 
 use std::os::fd::OwnedFd;
 use std::sync::atomic::Ordering;
@@ -19,6 +22,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use crossbeam_channel::{Receiver, Sender};
 
+use crate::api::share::{Helpers, Piece};
 use crate::doorbell::{doorbell, Bell, Ring};
 use crate::shutdown::Shutdown;
 use crate::stats::WorkerStats;
@@ -28,8 +32,16 @@ pub struct Handoffs {
     mailboxes: Vec<Mailbox>,
 }
 
+/// What one worker hands another.
+enum Handoff {
+    /// A client connection, accepted and not yet read.
+    Connection(OwnedFd),
+    /// Points of a large write body, to ingest while their worker does the rest.
+    Piece(Arc<Piece>),
+}
+
 struct Mailbox {
-    connections: Sender<OwnedFd>,
+    handoffs: Sender<Handoff>,
     /// `None` when the system refused the socket pair: that worker takes no
     /// hand-offs.
     doorbell: Option<Ring>,
@@ -41,7 +53,7 @@ struct Mailbox {
 
 /// A worker's receiving end.
 pub struct Inbox {
-    connections: Receiver<OwnedFd>,
+    handoffs: Receiver<Handoff>,
     bell: Bell,
 }
 
@@ -54,7 +66,7 @@ impl Handoffs {
                     Ok((ring, bell)) => (
                         Some(ring),
                         Some(Inbox {
-                            connections: receiver,
+                            handoffs: receiver,
                             bell,
                         }),
                     ),
@@ -64,7 +76,7 @@ impl Handoffs {
                     }
                 };
                 Mailbox {
-                    connections: sender,
+                    handoffs: sender,
                     doorbell,
                     inbox: Mutex::new(inbox),
                     driver: OnceLock::new(),
@@ -110,25 +122,63 @@ impl Handoffs {
 
     /// Hands `connection` to `worker` (chosen by [`Handoffs::place`]).
     pub fn send(&self, worker: usize, connection: OwnedFd) {
-        let mailbox = &self.mailboxes[worker];
         // Fails only once the receiving worker has ended: the connection
         // then comes back in the error, and is closed with it.
-        let _ = mailbox.connections.send(connection);
+        self.deliver(worker, Handoff::Connection(connection));
+    }
+
+    fn deliver(&self, worker: usize, handoff: Handoff) {
+        let mailbox = &self.mailboxes[worker];
+        let _ = mailbox.handoffs.send(handoff);
         if let Some(ring) = &mailbox.doorbell {
             ring.ring();
         }
     }
+
+    /// Whether `worker` runs and reads its mailbox.
+    fn is_running(&self, worker: usize) -> bool {
+        self.mailboxes[worker].driver.get().is_some()
+    }
+}
+
+/// The other workers, to worker `from` sharing a piece of a body.
+pub struct OtherWorkers<'a> {
+    pub from: usize,
+    pub handoffs: &'a Handoffs,
+    pub workers: &'a [Arc<WorkerStats>],
+}
+
+impl Helpers for OtherWorkers<'_> {
+    fn idle_worker(&self) -> Option<usize> {
+        (0..self.workers.len()).find(|&id| {
+            id != self.from
+                && self.handoffs.is_running(id)
+                && self.workers[id].write_bodies.load(Ordering::Relaxed) == 0
+        })
+    }
+
+    fn offer(&self, worker: usize, piece: Arc<Piece>) {
+        // An offer to a worker that has ended comes back in the error and
+        // is dropped, still on offer: its owner takes it back.
+        self.handoffs.deliver(worker, Handoff::Piece(piece));
+    }
 }
 
 impl Inbox {
-    /// Passes each connection handed to this worker to `adopt`, until the
-    /// doorbell fails; run as a task on the worker's runtime. Each ring heard
-    /// takes every connection waiting.
-    pub async fn run(self, adopt: impl Fn(std::net::TcpStream)) {
-        let connections = self.connections;
+    /// Passes each connection handed to this worker to `adopt`, and each
+    /// piece of a body shared to it to `ingest`, until the doorbell fails; run
+    /// as a task on the worker's runtime. Each ring heard takes everything
+    /// waiting.
+    pub async fn run(self, adopt: impl Fn(std::net::TcpStream), ingest: impl Fn(Arc<Piece>)) {
+        let handoffs = self.handoffs;
         let heard = self.bell.hear(|| {
-            for connection in connections.try_iter() {
-                adopt(std::net::TcpStream::from(connection));
+            for handoff in handoffs.try_iter() {
+                match handoff {
+                    Handoff::Connection(connection) => {
+                        adopt(std::net::TcpStream::from(connection));
+                    }
+                    Handoff::Piece(piece) => ingest(piece),
+                }
             }
         });
         if let Err(e) = heard.await {
@@ -233,7 +283,7 @@ mod tests {
             .unwrap();
         runtime.block_on(async {
             monoio::select! {
-                () = inbox.run(|stream| adopted.borrow_mut().push(stream)) => {}
+                () = inbox.run(|stream| adopted.borrow_mut().push(stream), |_| {}) => {}
                 () = async {
                     while adopted.borrow().is_empty() {
                         monoio::time::sleep(std::time::Duration::from_millis(1)).await;
@@ -248,5 +298,72 @@ mod tests {
             client.local_addr().unwrap(),
             "the connection sent"
         );
+    }
+
+    #[test]
+    fn a_piece_goes_to_a_running_worker_reading_no_body_and_is_ingested_there() {
+        use crate::api::share::{share_while, Sharing};
+        let handoffs = Handoffs::new(3);
+        let stats = workers(&[0, 0, 0]);
+        let helpers = OtherWorkers {
+            from: 0,
+            handoffs: &handoffs,
+            workers: &stats,
+        };
+        handoffs.take_inbox(0, "io_uring").expect("inbox");
+        assert_eq!(helpers.idle_worker(), None, "no other worker runs");
+        // Pieces carry no socket: any driver takes them.
+        let inbox = handoffs.take_inbox(2, "epoll").expect("inbox");
+        assert_eq!(helpers.idle_worker(), Some(2));
+        handoffs.take_inbox(1, "io_uring").expect("inbox");
+        assert_eq!(helpers.idle_worker(), Some(1));
+        stats[1].write_bodies.store(1, Ordering::Relaxed);
+        assert_eq!(helpers.idle_worker(), Some(2));
+        stats[2].write_bodies.store(2, Ordering::Relaxed);
+        assert_eq!(helpers.idle_worker(), None);
+        stats[2].write_bodies.store(0, Ordering::Relaxed);
+
+        let config = crate::config::Config::from_toml(
+            "[[backends]]\nname = \"a\"\nurl = \"http://h:1\"\n[routes]\n_default_ = [\"a\"]",
+        )
+        .unwrap();
+        let router = Arc::new(crate::route::Router::new(&config));
+        let sharing = Sharing {
+            router: &router,
+            helpers: &helpers,
+            min_body_bytes: 0,
+        };
+        let mut runtime = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .unwrap();
+        let taken = std::cell::Cell::new(0);
+        let received = std::time::SystemTime::now();
+        let body = b"m v=1 1\nm v=2 2\n";
+        // The owner's own part runs worker 2 until it has ingested the piece.
+        let ((), ingested) = share_while(
+            sharing,
+            body,
+            &crate::batch::tests::TARGET,
+            received,
+            1 << 20,
+            || {
+                runtime.block_on(async {
+                    monoio::select! {
+                        () = inbox.run(|_| {}, |piece| taken.set(piece.ingest())) => {}
+                        () = async {
+                            while taken.get() == 0 {
+                                monoio::time::sleep(std::time::Duration::from_millis(1)).await;
+                            }
+                        } => {}
+                    }
+                });
+            },
+        );
+        assert_eq!(taken.get(), 2);
+        let ingested = ingested.expect("ingested by worker 2");
+        assert_eq!(ingested.report.accepted, 2);
+        assert_eq!(ingested.batches.len(), 1);
+        assert_eq!(&ingested.batches[0].1.body[..], body);
     }
 }

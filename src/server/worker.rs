@@ -211,7 +211,12 @@ impl Worker {
             // Weak: the task outlives the worker's drain, and must not keep
             // its queues open.
             let worker = Rc::downgrade(&self);
-            monoio::spawn(inbox.run(move |stream| adopt(&worker, stream)));
+            monoio::spawn(inbox.run(
+                move |stream| adopt(&worker, stream),
+                |piece| {
+                    piece.ingest();
+                },
+            ));
         }
         let max_connections = self.generation().config.max_connections_per_worker();
         loop {

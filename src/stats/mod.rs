@@ -105,6 +105,13 @@ pub struct WorkerStats {
     pub connections: AtomicU64,
     /// Connections this worker accepted and handed to another.
     pub connections_handed_over: AtomicU64,
+    /// Points of this worker's bodies ingested by another worker
+    /// (`api::share`).
+    pub lines_shared: AtomicU64,
+    /// Admitted writes whose bodies this worker is reading or ingesting (a
+    /// gauge): while there are any, no other worker shares a piece of a
+    /// body with it (`api::share`).
+    pub write_bodies: AtomicU64,
 }
 
 impl Default for WorkerStats {
@@ -119,6 +126,8 @@ impl Default for WorkerStats {
             writes_waiting: AtomicU64::new(0),
             connections: AtomicU64::new(0),
             connections_handed_over: AtomicU64::new(0),
+            lines_shared: AtomicU64::new(0),
+            write_bodies: AtomicU64::new(0),
         }
     }
 }
