@@ -3,7 +3,8 @@
 # of the same open-loop load (plain 5000-line cpu bodies, 4 connections,
 # ack = "accepted" or $ACK, workers = 2, two `loadgen sink` backends), each round
 # also timing the sink directly. Prints loadgen's p50 and p99 per run and
-# each build's medians.
+# each build's medians, and fluxgate's own (`/debug/latency`: complete head
+# to answer ready, without loadgen's share of the machine).
 #
 #   scripts/compare-latency.sh OLD_FLUXGATE NEW_FLUXGATE [SECONDS] [ROUNDS] [RATE]
 #   ACK=durable scripts/compare-latency.sh ...
@@ -60,7 +61,16 @@ percentiles() { # json
   python3 -c 'import json, sys; r = json.loads(sys.argv[1])["latency_ms"]; print(r["p50"], r["p99"])' "$1"
 }
 
+# fluxgate's own p50 and p99 of its writes, in ms.
+own_percentiles() {
+  curl -sf "http://127.0.0.1:$proxy/debug/latency" | python3 -c '
+import json, sys
+w = json.load(sys.stdin)["endpoints"]["write"]
+print(w["p50"] / 1000, w["p99"] / 1000)'
+}
+
 results=("" "" "")
+own=("" "")
 for round in $(seq "$rounds"); do
   read -r p50 p99 < <(percentiles "$(load "http://127.0.0.1:$direct" "${seconds}s" --connections 4 --rate "$rate")")
   echo "round $round  sink directly  p50 $p50 ms  p99 $p99 ms"
@@ -70,19 +80,28 @@ for round in $(seq "$rounds"); do
     start_fluxgate "workers = 2" "ack = \"${ACK:-accepted}\"" ""
     shape "$proxy"
     read -r p50 p99 < <(percentiles "$(load "http://127.0.0.1:$proxy" "${seconds}s" --connections 4 --rate "$rate")")
+    read -r own_p50 own_p99 < <(own_percentiles)
     stop_fluxgate
-    echo "round $round  $fluxgate  p50 $p50 ms  p99 $p99 ms"
+    echo "round $round  $fluxgate  p50 $p50 ms  p99 $p99 ms  (its own: p50 $own_p50 ms  p99 $own_p99 ms)"
     results[$which]+="$p50,$p99 "
+    own[$which]+="$own_p50,$own_p99 "
   done
 done
-for which in 0 1 2; do
-  label=${builds[$which]:-sink directly}
+medians() { # label runs...
   # shellcheck disable=SC2086 # the runs are words on purpose
-  python3 - "$label" ${results[$which]} <<'PY'
+  python3 - "$@" <<'PY'
 import statistics, sys
 runs = [tuple(map(float, run.split(","))) for run in sys.argv[2:]]
 p50 = statistics.median(r[0] for r in runs)
 p99 = statistics.median(r[1] for r in runs)
 print(f"{sys.argv[1]}: median p50 {p50:.2f} ms, median p99 {p99:.2f} ms over {len(runs)} runs")
 PY
+}
+for which in 0 1 2; do
+  # shellcheck disable=SC2086 # the runs are words on purpose
+  medians "${builds[$which]:-sink directly}" ${results[$which]}
+done
+for which in 0 1; do
+  # shellcheck disable=SC2086 # the runs are words on purpose
+  medians "${builds[$which]}, its own" ${own[$which]}
 done
