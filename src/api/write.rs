@@ -481,7 +481,7 @@ impl<'r, 'b> Ingest<'r, 'b> {
         }
     }
 
-    /// Shares the second half of a large body to an idle worker, if there
+    /// Shares the second half of a large body with an idle worker, if there
     /// is one, in [`all_points`](Self::all_points).
     pub(super) fn sharing(mut self, sharing: Option<Sharing<'r>>) -> Self {
         self.sharing = sharing;
@@ -489,14 +489,15 @@ impl<'r, 'b> Ingest<'r, 'b> {
     }
 
     /// Ingests every point of `lines`, whose first physical line is line
-    /// `first_line` of the body. Needs the receive time.
+    /// `first_line` of the body, sharing the second half of a large one if
+    /// [`sharing`](Self::sharing) allows. Needs the receive time.
     pub(super) fn all_points(&mut self, lines: &'b [u8], first_line: usize) {
-        let split = |sharing: Sharing<'r>| share::split_point(lines, sharing.min_body_bytes);
-        let shared = self
-            .sharing
-            .zip(self.received)
-            .zip(self.sharing.and_then(split));
-        let Some(((sharing, received), split)) = shared else {
+        let shared = match (self.sharing, self.received) {
+            (Some(sharing), Some(received)) => share::split_point(lines, sharing.min_body_bytes)
+                .map(|split| (sharing, received, split)),
+            _ => None,
+        };
+        let Some((sharing, received, split)) = shared else {
             return self.points_from(lines, 0, first_line);
         };
         let target = self.target;
