@@ -435,30 +435,42 @@ fn a_large_body_shared_with_an_idle_worker_lands_whole_and_in_order() {
     // win everywhere, as it does against InfluxDB directly. It would not if
     // the piece's batches left before the first half's.
     const POINTS: usize = 15_000;
-    let half = |v: u32| -> String {
-        (0..POINTS)
-            .map(|i| format!("shared,host=h{} v={v} {}\n", i % 20, i + 1))
-            .collect()
+    let body = |measurement: &str| -> String {
+        let half = |v: u32| -> String {
+            (0..POINTS)
+                .map(|i| format!("{measurement},host=h{} v={v} {}\n", i % 20, i + 1))
+                .collect()
+        };
+        half(1) + &half(2)
     };
-    let body = half(1) + &half(2);
-    assert!(body.len() > 512 << 10, "a body large enough to be shared");
-    // The other worker takes the piece if it wakes before the first half is
-    // done; a body or two more where it did not.
+    assert!(
+        body("shared0").len() > 512 << 10,
+        "a body large enough to be shared"
+    );
     let shared = || {
         let metrics = http::get(&proxy.url("/metrics")).body;
         metric(&metrics, "fluxgate_lines_shared_total").expect("fluxgate_lines_shared_total")
     };
-    for _ in 0..20 {
-        let reply = http::post(&write_url(&proxy, &db, ""), &[], body.as_bytes());
-        assert_eq!(reply.status, 204, "{}", reply.body);
-        if shared() > 0.0 {
-            break;
-        }
-    }
-    assert!(shared() > 0.0, "no piece was shared in 20 writes");
+    // The other worker takes the piece if it wakes before the first half is
+    // done; a body or two more where it did not, each to a measurement of
+    // its own.
+    let measurement = (0..20)
+        .map(|n| format!("shared{n}"))
+        .find(|measurement| {
+            let reply = http::post(
+                &write_url(&proxy, &db, ""),
+                &[],
+                body(measurement).as_bytes(),
+            );
+            assert_eq!(reply.status, 204, "{}", reply.body);
+            shared() > 0.0
+        })
+        .expect("a piece shared in 20 writes");
+    // Acks are durable (the default): once answered, every point is on
+    // both backends, the shared piece's included.
     for server in [&servers.a, &servers.b] {
-        assert_count("shared", POINTS as u64, || server.count(&db, "shared"));
-        let points = server.points(&db, "shared");
+        assert_eq!(server.count(&db, &measurement), POINTS as u64);
+        let points = server.points(&db, &measurement);
         let first_values = points.iter().filter(|(_, v)| *v != 2.0).count();
         assert_eq!(first_values, 0, "points holding the first half's value");
     }

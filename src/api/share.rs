@@ -70,10 +70,7 @@ pub struct Sharing<'a> {
 /// Whole points of a body, offered to another worker.
 pub struct Piece {
     state: AtomicU8,
-    /// The piece's bytes, in a body that stays in place, unchanged, while
-    /// its owner waits in [`share_while`].
-    start: *const u8,
-    len: usize,
+    bytes: BorrowedBytes,
     router: Arc<Router>,
     key: BatchKey,
     received: SystemTime,
@@ -83,11 +80,18 @@ pub struct Piece {
     owner: Thread,
 }
 
-// SAFETY: `start` is read only by the worker that took the piece, between
-// taking it and marking it done, while its owner waits in `share_while`
-// with the bytes borrowed; every other field is `Send` and `Sync`.
-unsafe impl Send for Piece {}
-unsafe impl Sync for Piece {}
+/// A piece's bytes: a stretch of a body that stays in place, unchanged,
+/// while its owner waits in [`share_while`].
+struct BorrowedBytes {
+    start: *const u8,
+    len: usize,
+}
+
+// SAFETY: the bytes are read only by the worker that took the piece,
+// between taking it and marking it done, while its owner waits in
+// `share_while` with them borrowed.
+unsafe impl Send for BorrowedBytes {}
+unsafe impl Sync for BorrowedBytes {}
 
 /// What the worker that took a piece made of it: its batches (frozen, set
 /// by set in order) and report (line numbers counted from the piece's
@@ -114,7 +118,7 @@ impl Piece {
         let done = MarkDone(self);
         // SAFETY: the piece is taken, so its owner waits in `share_while`,
         // the bytes still borrowed, until `done` marks it done.
-        let bytes = unsafe { std::slice::from_raw_parts(self.start, self.len) };
+        let bytes = unsafe { std::slice::from_raw_parts(self.bytes.start, self.bytes.len) };
         let mut batcher = Batcher::new(self.router.set_count(), self.max_batch_bytes);
         batcher.begin_request();
         batcher.expect_bytes(bytes.len());
@@ -198,8 +202,10 @@ pub fn share_while<R>(
     };
     let piece = Arc::new(Piece {
         state: AtomicU8::new(OFFERED),
-        start: piece.as_ptr(),
-        len: piece.len(),
+        bytes: BorrowedBytes {
+            start: piece.as_ptr(),
+            len: piece.len(),
+        },
         router: sharing.router.clone(),
         key: BatchKey::from_target(target),
         received,

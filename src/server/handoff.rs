@@ -150,9 +150,10 @@ pub struct OtherWorkers<'a> {
 
 impl Helpers for OtherWorkers<'_> {
     fn idle_worker(&self) -> Option<usize> {
-        (0..self.workers.len()).find(|&id| {
-            id != self.from
-                && self.handoffs.is_running(id)
+        // Looking from the next worker on spreads the offers of many.
+        let count = self.workers.len();
+        (1..count).map(|k| (self.from + k) % count).find(|&id| {
+            self.handoffs.is_running(id)
                 && self.workers[id].write_bodies.load(Ordering::Relaxed) == 0
         })
     }
@@ -321,7 +322,17 @@ mod tests {
         assert_eq!(helpers.idle_worker(), Some(2));
         stats[2].write_bodies.store(2, Ordering::Relaxed);
         assert_eq!(helpers.idle_worker(), None);
+        stats[1].write_bodies.store(0, Ordering::Relaxed);
         stats[2].write_bodies.store(0, Ordering::Relaxed);
+        // Each worker looks from the next one on.
+        let from = |from: usize| OtherWorkers {
+            from,
+            handoffs: &handoffs,
+            workers: &stats,
+        };
+        assert_eq!(from(1).idle_worker(), Some(2));
+        assert_eq!(from(2).idle_worker(), Some(0));
+        stats[1].write_bodies.store(1, Ordering::Relaxed);
 
         let config = crate::config::Config::from_toml(
             "[[backends]]\nname = \"a\"\nurl = \"http://h:1\"\n[routes]\n_default_ = [\"a\"]",
