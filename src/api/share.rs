@@ -49,7 +49,8 @@ const TAKEN_BACK: u8 = 3;
 
 /// Where a worker's pieces can go.
 pub trait Helpers {
-    /// A worker reading or ingesting no write body now, if any.
+    /// A worker reading or ingesting no write body now, if any and if the
+    /// owner has no other body to go on with while it waits.
     fn idle_worker(&self) -> Option<usize>;
     /// Offers `piece` to `worker`, which ingests it with [`Piece::ingest`]
     /// unless the owner took it back first. An offer that never arrives

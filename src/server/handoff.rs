@@ -150,6 +150,11 @@ pub struct OtherWorkers<'a> {
 
 impl Helpers for OtherWorkers<'_> {
     fn idle_worker(&self) -> Option<usize> {
+        // An owner that may park must have nothing else to do: another
+        // body of its own would wait meanwhile.
+        if self.workers[self.from].write_bodies.load(Ordering::Relaxed) > 1 {
+            return None;
+        }
         // Looking from the next worker on spreads the offers of many.
         let count = self.workers.len();
         (1..count).map(|k| (self.from + k) % count).find(|&id| {
@@ -332,6 +337,12 @@ mod tests {
         };
         assert_eq!(from(1).idle_worker(), Some(2));
         assert_eq!(from(2).idle_worker(), Some(0));
+        // The owner's own body counts; a second one of its own waits.
+        stats[2].write_bodies.store(1, Ordering::Relaxed);
+        assert_eq!(from(2).idle_worker(), Some(0));
+        stats[2].write_bodies.store(2, Ordering::Relaxed);
+        assert_eq!(from(2).idle_worker(), None);
+        stats[2].write_bodies.store(0, Ordering::Relaxed);
         stats[1].write_bodies.store(1, Ordering::Relaxed);
 
         let config = crate::config::Config::from_toml(
