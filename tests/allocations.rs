@@ -4,14 +4,17 @@
 //! worth lending live in mappings of their own (`batch_body`), not in the
 //! allocator: each one handed out counts as an allocation too. A body
 //! ingested partly while it arrives (`api::early`), as a connection does for
-//! a large plain write, is measured the same way.
+//! a large plain write, is measured the same way, and so is one whose second
+//! half another worker ingests (`api::share`).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use fluxgate::api::early::Partial;
+use fluxgate::api::share::{Helpers, Piece, Sharing};
 use fluxgate::api::write::ingest;
 use fluxgate::batch::{Batcher, Target};
 use fluxgate::batch_body::BODY_COUNTS;
@@ -60,6 +63,45 @@ fn allocations_during(f: impl FnOnce()) -> usize {
     let before = ALLOCATIONS.with(Cell::get) + bodies();
     f();
     ALLOCATIONS.with(Cell::get) + bodies() - before
+}
+
+/// Helpers: one that takes every piece the moment it is offered, on this
+/// thread, so that what ingesting it allocates is counted too.
+struct Eager;
+
+impl Helpers for Eager {
+    fn idle_worker(&self) -> Option<usize> {
+        Some(1)
+    }
+    fn offer(&self, _worker: usize, piece: Arc<Piece>) {
+        piece.ingest();
+    }
+}
+
+/// The request ingested by a fresh worker batcher, its second half shared;
+/// every allocation it makes, the piece's own batches included.
+fn ingested_shared(router: &Arc<Router>, target: &Target<'_>, body: &[u8], lines: usize) -> usize {
+    let mut batcher = Batcher::new(router.set_count(), 64 << 20);
+    let mut scratch = Vec::with_capacity(64);
+    allocations_during(|| {
+        let sharing = Sharing {
+            router,
+            helpers: &Eager,
+            min_body_bytes: 0,
+        };
+        let now = SystemTime::now();
+        let report = ingest(
+            router,
+            &mut batcher,
+            &mut scratch,
+            target,
+            body,
+            now,
+            Some(sharing),
+        );
+        assert_eq!(report.accepted, lines);
+        assert!(report.shared > 0, "the second half was shared");
+    })
 }
 
 fn body(lines: usize) -> Vec<u8> {
@@ -115,7 +157,7 @@ fn allocations_per_request_do_not_grow_with_the_number_of_lines() {
          [routes]\n_default_ = [\"a\", \"b\"]\nmem = [\"a\"]\n\"my cpu\" = [\"b\"]",
     )
     .unwrap();
-    let router = Router::new(&config);
+    let router = Arc::new(Router::new(&config));
     let target = Target {
         db: "db",
         rp: None,
@@ -154,6 +196,12 @@ fn allocations_per_request_do_not_grow_with_the_number_of_lines() {
     assert_eq!(
         early_small, early_large,
         "allocations grew with the body ingested early: {early_small} for 100 lines, {early_large} for 20000"
+    );
+    let shared_small = ingested_shared(&router, &target, &small, 100);
+    let shared_large = ingested_shared(&router, &target, &large, 20_000);
+    assert_eq!(
+        shared_small, shared_large,
+        "allocations grew with the body shared: {shared_small} for 100 lines, {shared_large} for 20000"
     );
     // What a warm request may allocate: one reservation per backend set it
     // writes to, sized for its whole body (so that small writes to many
