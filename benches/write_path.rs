@@ -1,5 +1,6 @@
-//! The write hot path, stage by stage and whole: scan + validate, gunzip, and
-//! `ingest` (scan, validate, route, batch) from a request body to batch buffers.
+//! The write hot path, stage by stage and whole: scan + validate, gunzip,
+//! routing, batch building, and `ingest` (scan, validate, route, batch) from a
+//! request body to batch buffers.
 //!
 //! Inputs are the classic devops `cpu` lines (10 tags, 10 float fields, ~386
 //! bytes), generated once. Every benchmark checks its answer (lines counted).
@@ -8,14 +9,16 @@
 mod common;
 
 use std::fmt;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use fluxgate::api::write::ingest;
 use fluxgate::batch::Batcher;
+use fluxgate::config::Config;
 use fluxgate::lp::gzip::Gunzip;
 use fluxgate::lp::line::parse_line;
 use fluxgate::lp::scan::scan_lines;
+use fluxgate::route::Router;
 
 use common::Shape;
 
@@ -90,6 +93,79 @@ fn gunzip(c: &mut Criterion) {
     group.finish();
 }
 
+/// Routes for four backends as a sharded deployment writes them: some
+/// measurements by name, some by prefix, the rest by `_default_`.
+pub fn sharded_router() -> Router {
+    let config = Config::from_toml(
+        "[[backends]]\nname = \"a\"\nurl = \"http://h:1\"\n[[backends]]\nname = \"b\"\nurl = \"http://h:2\"\n\
+         [[backends]]\nname = \"c\"\nurl = \"http://h:3\"\n[[backends]]\nname = \"d\"\nurl = \"http://h:4\"\n\
+         [routes]\n_default_ = [\"a\", \"b\"]\ncpu = [\"c\", \"d\"]\nmem = [\"c\", \"d\"]\n\
+         disk = [\"a\", \"c\"]\nnet = [\"b\", \"d\"]\nnginx = [\"a\", \"d\"]\nproc = [\"b\", \"c\"]",
+    )
+    .unwrap();
+    Router::new(&config)
+}
+
+/// Measurement names a router with exact, prefix and default routes meets:
+/// one of each kind of hit, with the set each must land in.
+fn routing(c: &mut Criterion) {
+    let router = sharded_router();
+    let expected: Vec<(&[u8], _)> = [
+        &b"cpu"[..],
+        b"mem",
+        b"diskio",
+        b"disk",
+        b"net",
+        b"nginx_requests",
+        b"kernel",
+        b"procstat_lookup",
+    ]
+    .into_iter()
+    .map(|name| (name, router.route(name).expect("every name has a route")))
+    .collect();
+    // One route lookup per point: this many per 5000-line body.
+    let lookups = 5000;
+    let mut group = c.benchmark_group("route");
+    group.throughput(Throughput::Elements(lookups as u64));
+    group.bench_function("exact_prefix_default", |b| {
+        b.iter(|| {
+            for (name, set) in expected.iter().cycle().take(lookups) {
+                assert_eq!(router.route(std::hint::black_box(name)), Some(*set));
+            }
+        });
+    });
+    group.finish();
+}
+
+/// Copying validated lines into batches, and freezing them, without the scan
+/// and validation in front.
+fn batch_building(c: &mut Criterion) {
+    let router = common::replicated_router();
+    let set = router.route(b"cpu").expect("the default route");
+    let mut group = c.benchmark_group("batch");
+    for scenario in SCENARIOS {
+        let body = scenario.body();
+        let lines: Vec<&[u8]> = scan_lines(&body).map(|(_, line)| line).collect();
+        assert_eq!(lines.len(), scenario.lines);
+        let mut batcher = Batcher::new(router.set_count(), 1 << 20);
+        group.throughput(Throughput::Elements(scenario.lines as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(scenario), &lines, |b, lines| {
+            b.iter(|| {
+                let now = Instant::now();
+                batcher.begin_request();
+                batcher.expect_bytes(body.len());
+                for line in lines {
+                    batcher.append(set, &common::TARGET, line, b"", now);
+                }
+                batcher.flush_all();
+                let batched: usize = batcher.take_ready().map(|(_, batch)| batch.lines).sum();
+                assert_eq!(batched, scenario.lines);
+            });
+        });
+    }
+    group.finish();
+}
+
 fn whole_ingest(c: &mut Criterion) {
     let router = common::replicated_router();
     let target = common::TARGET;
@@ -130,5 +206,12 @@ fn whole_ingest(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, scan_and_validate, gunzip, whole_ingest);
+criterion_group!(
+    benches,
+    scan_and_validate,
+    gunzip,
+    routing,
+    batch_building,
+    whole_ingest
+);
 criterion_main!(benches);
