@@ -224,4 +224,56 @@ mod tests {
         drop(pieces);
         assert!(kept.iter().all(|&b| b == 4));
     }
+
+    #[test]
+    fn pieces_not_taken_are_unmapped_with_the_iterator() {
+        // Pieces that do not divide a huge page: 6 of 74 pages.
+        let len: usize = 300_000;
+        let span = len.next_multiple_of(page_size());
+        let count = HUGE_PAGE / span;
+        let mut pieces = Mapping::carve(len).expect("mapped");
+        let taken = pieces.next().expect("a piece");
+        let start = taken.as_ptr() as usize;
+        // `msync` fails with ENOMEM on a range with unmapped pages.
+        let mapped = |from: usize, len: usize| {
+            // SAFETY: msync only reports on the range; MS_ASYNC writes nothing back.
+            unsafe { libc::msync((start + from) as *mut libc::c_void, len, libc::MS_ASYNC) == 0 }
+        };
+        assert!(
+            mapped(0, count * span),
+            "every piece is mapped while carved"
+        );
+        // The checks run in a child process: there no other thread can map
+        // into the freed ranges between the unmapping and the check. The child
+        // only makes system calls (the drops unmap) and exits.
+        // SAFETY: fork has no preconditions; see above for what the child does.
+        match unsafe { libc::fork() } {
+            0 => {
+                drop(pieces);
+                let siblings_gone = (1..count).all(|k| !mapped(k * span, span));
+                let taken_kept = mapped(0, span);
+                drop(taken);
+                let taken_gone = !mapped(0, span);
+                let code = [siblings_gone, taken_kept, taken_gone]
+                    .iter()
+                    .enumerate()
+                    .find(|(_, ok)| !**ok)
+                    .map_or(0, |(i, _)| i as i32 + 1);
+                // SAFETY: ends the child at once, without running the parent's
+                // exit handlers.
+                unsafe { libc::_exit(code) }
+            }
+            -1 => panic!("fork: {}", io::Error::last_os_error()),
+            child => {
+                let mut status = 0;
+                // SAFETY: waits for our own child.
+                let waited = unsafe { libc::waitpid(child, &mut status, 0) };
+                assert_eq!(waited, child);
+                assert!(libc::WIFEXITED(status), "child status {status}");
+                // 1: a piece not taken left mapped, 2: the taken piece
+                // unmapped with them, 3: the taken piece left mapped.
+                assert_eq!(libc::WEXITSTATUS(status), 0);
+            }
+        }
+    }
 }
