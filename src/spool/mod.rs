@@ -90,7 +90,11 @@
 //! - **Compression** (`compress`): raw deflate, libdeflate level 1, kept only
 //!   when smaller; flagged per record, so a spool written with either setting
 //!   reads with both. Line protocol shrinks several times at several hundred
-//!   MB/s, so a full spool holds several times the outage.
+//!   MB/s, so a full spool holds several times the outage. Writers compress
+//!   with an [`Encoder`] of their own before they take the spool's lock
+//!   ([`Spool::try_append_encoded`]): a 1 MiB batch takes milliseconds to
+//!   deflate, which the replay and the other writers need not wait for, and a
+//!   batch retried while the spool is full is compressed once.
 //! - **Credentials** (the `Authorization` header) are stored, since replay must
 //!   authenticate as the client did, but never printed: `SpooledBatch`'s
 //!   `Debug` redacts them and no error message quotes a payload.
@@ -287,12 +291,70 @@ pub struct Spool {
     skips: VecDeque<(u64, u64)>,
     /// The batch record at `read` whose CRC was checked by the last `peek`.
     checked: Option<RecordHeader>,
-    compress: bool,
-    compressor: Compressor,
+    /// For [`Spool::try_append`]; writers bring their own.
+    encoder: Encoder,
     decompressor: Decompressor,
-    /// Deflate output, reused: the only allocation of `try_append`, and only
+}
+
+/// Turns batch bodies into the form a spool stores: deflated when the spool
+/// compresses and that makes them smaller, else as they are. One per thread
+/// that appends, used outside the spool's lock.
+#[derive(Default)]
+pub struct Encoder {
+    compress: bool,
+    /// Made on first use: a writer whose backend never fails needs none.
+    compressor: Option<Compressor>,
+    /// Deflate output, reused: the only allocation of an append, and only
     /// when a body is larger than any before.
     scratch: Vec<u8>,
+}
+
+/// A batch body as [`Encoder::encode`] made it, for
+/// [`Spool::try_append_encoded`].
+pub struct Encoded<'a> {
+    /// The bytes to store.
+    stored: &'a [u8],
+    /// `FLAG_DEFLATE` when `stored` is deflated, else 0.
+    flags: u8,
+    /// The body's own length.
+    body_len: usize,
+}
+
+impl Encoder {
+    /// An encoder for a spool opened with `compress` (see [`Spool::compresses`]).
+    pub fn new(compress: bool) -> Encoder {
+        Encoder {
+            compress,
+            ..Encoder::default()
+        }
+    }
+
+    /// `body` as the spool stores it.
+    pub fn encode<'a>(&'a mut self, body: &'a [u8]) -> Encoded<'a> {
+        let raw = Encoded {
+            stored: body,
+            flags: 0,
+            body_len: body.len(),
+        };
+        if !self.compress || body.is_empty() {
+            return raw;
+        }
+        let compressor = self.compressor.get_or_insert_with(|| {
+            Compressor::new(CompressionLvl::new(1).expect("1 is a valid level"))
+        });
+        let bound = compressor.deflate_compress_bound(body.len());
+        if self.scratch.len() < bound {
+            self.scratch.resize(bound, 0);
+        }
+        match compressor.deflate_compress(body, &mut self.scratch) {
+            Ok(len) if len < body.len() => Encoded {
+                stored: &self.scratch[..len],
+                flags: FLAG_DEFLATE,
+                body_len: body.len(),
+            },
+            _ => raw,
+        }
+    }
 }
 
 impl fmt::Debug for Spool {
@@ -344,10 +406,8 @@ impl Spool {
             oldest_appended_at_ms: walk.oldest_appended_at_ms,
             skips: walk.skips,
             checked: None,
-            compress: options.compress,
-            compressor: Compressor::new(CompressionLvl::new(1).expect("1 is a valid level")),
+            encoder: Encoder::new(options.compress),
             decompressor: Decompressor::new(),
-            scratch: Vec::new(),
         };
         Ok((spool, opened.report))
     }
@@ -369,31 +429,41 @@ impl Spool {
         lines: usize,
         body: &[u8],
     ) -> Result<u64, SpoolError> {
+        let mut encoder = std::mem::take(&mut self.encoder);
+        let result = self.try_append_encoded(key, lines, &encoder.encode(body));
+        self.encoder = encoder;
+        result
+    }
+
+    /// Whether bodies appended with [`Spool::try_append`] are compressed: what
+    /// an [`Encoder`] for this spool is made with.
+    pub fn compresses(&self) -> bool {
+        self.encoder.compress
+    }
+
+    /// [`Spool::try_append`] for a body encoded beforehand, outside the lock
+    /// around the spool.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Spool::try_append`].
+    pub fn try_append_encoded(
+        &mut self,
+        key: &BatchKey,
+        lines: usize,
+        encoded: &Encoded<'_>,
+    ) -> Result<u64, SpoolError> {
         let data_capacity = self.ring.data_capacity;
-        let mut flags = 0;
-        let mut stored_len = body.len();
-        if self.compress && !body.is_empty() {
-            let bound = self.compressor.deflate_compress_bound(body.len());
-            if self.scratch.len() < bound {
-                self.scratch.resize(bound, 0);
-            }
-            if let Ok(len) = self.compressor.deflate_compress(body, &mut self.scratch) {
-                if len < body.len() {
-                    flags = FLAG_DEFLATE;
-                    stored_len = len;
-                }
-            }
-        }
-        let stored = if flags == FLAG_DEFLATE {
-            &self.scratch[..stored_len]
-        } else {
-            body
-        };
+        let Encoded {
+            stored,
+            flags,
+            body_len,
+        } = *encoded;
         let payload_len = record::payload_len(key, stored.len());
         let total = record::align(HEADER_LEN as u64 + payload_len);
         if total > data_capacity
             || payload_len > u64::from(u32::MAX)
-            || body.len() > u32::MAX as usize
+            || body_len > u32::MAX as usize
         {
             return Err(SpoolError::TooLarge {
                 needed: total,
@@ -460,7 +530,7 @@ impl Spool {
             &mut record[HEADER_LEN..HEADER_LEN + payload_len as usize],
             key,
             lines,
-            body.len(),
+            body_len,
             stored,
         );
         record[HEADER_LEN + payload_len as usize..].fill(0);

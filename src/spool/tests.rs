@@ -147,6 +147,55 @@ fn appends_replay_in_order_byte_for_byte() {
 }
 
 #[test]
+fn bodies_encoded_outside_the_spool_append_as_its_own_do() {
+    let lp = b"cpu,host=a usage=1 1\n".repeat(40);
+    let random = body(7, 600);
+    for compress in [false, true] {
+        // The spool's own `try_append` and a writer's encoder, side by side.
+        let (mut own, _) = Spool::open(&TempDir::new().file(), options(SMALL, compress)).unwrap();
+        let (mut brought, _) =
+            Spool::open(&TempDir::new().file(), options(SMALL, compress)).unwrap();
+        assert_eq!(brought.compresses(), compress);
+        let mut encoder = Encoder::new(brought.compresses());
+        for (lines, payload) in [(40, &lp[..]), (1, &random[..]), (0, &b""[..])] {
+            let at = own.try_append(&key(), lines, payload).unwrap();
+            let encoded = encoder.encode(payload);
+            assert_eq!(
+                brought.try_append_encoded(&key(), lines, &encoded).unwrap(),
+                at,
+                "same record sizes, so same positions"
+            );
+        }
+        assert_eq!(own.used_bytes(), brought.used_bytes());
+        if compress {
+            assert!(brought.used_bytes() < record_size(lp.len()) + record_size(600));
+        }
+        assert_eq!(
+            bodies(&mut brought),
+            vec![lp.clone(), random.clone(), vec![]]
+        );
+    }
+}
+
+#[test]
+fn an_encoded_record_reads_back_whatever_the_spool_was_opened_with() {
+    let dir = TempDir::new();
+    let lp = b"cpu,host=a usage=1 1\n".repeat(40);
+    let (mut spool, _) = Spool::open(&dir.file(), options(SMALL, false)).unwrap();
+    // Records are flagged one by one: a deflated one reads back from a spool
+    // that does not compress, also after a reopen.
+    let mut encoder = Encoder::new(true);
+    let at = spool
+        .try_append_encoded(&key(), 40, &encoder.encode(&lp))
+        .unwrap();
+    assert_eq!(at, 0);
+    spool.sync().unwrap();
+    drop(spool);
+    let (mut spool, _) = Spool::open(&dir.file(), options(SMALL, false)).unwrap();
+    assert_eq!(bodies(&mut spool), vec![lp]);
+}
+
+#[test]
 fn a_spool_file_is_for_its_owner_only() {
     use std::os::unix::fs::PermissionsExt;
     // Records keep clients' `Authorization` headers.

@@ -42,7 +42,7 @@ pub use backends::{BackendHandle, Backends, StartError};
 use crate::batch::{Batch, Refusal};
 use crate::config::{BackendConfig, BackendUrl, SpoolConfig, SpoolSync};
 use crate::shutdown::Shutdown;
-use crate::spool::{Spool, SpoolError, SpoolOptions};
+use crate::spool::{Encoded, Encoder, Spool, SpoolError, SpoolOptions};
 use crate::stats::BackendStats;
 use client::{BackendClient, Response};
 
@@ -294,6 +294,8 @@ struct Writer {
     backend: Arc<BackendShared>,
     client: BackendClient,
     queue: Receiver<Arc<Batch>>,
+    /// Compresses batches for the spool before its lock is taken.
+    encoder: Encoder,
 }
 
 /// Starts one writer thread of `backend` on `queue`.
@@ -310,6 +312,12 @@ fn spawn_writer(
         ),
         queue,
         backend: backend.clone(),
+        encoder: Encoder::new(
+            backend
+                .spool
+                .as_ref()
+                .is_some_and(|slot| slot.lock().compresses()),
+        ),
     };
     let running = WriterRunning::new(backend.clone());
     std::thread::Builder::new()
@@ -440,6 +448,14 @@ impl Writer {
     /// Appends one batch, waiting (with back-off) while the spool is full.
     /// Returns false when the batch was settled another way instead.
     fn append_to_spool(&mut self, batch: &Batch) -> bool {
+        // Compressed once, before the lock: see "Compression" in `spool`.
+        let mut encoder = std::mem::take(&mut self.encoder);
+        let appended = self.append_encoded(batch, &encoder.encode(&batch.body));
+        self.encoder = encoder;
+        appended
+    }
+
+    fn append_encoded(&mut self, batch: &Batch, encoded: &Encoded<'_>) -> bool {
         let backend = self.backend.clone();
         let mut backoff = INITIAL_RETRY_BACKOFF;
         let mut reported_full = false;
@@ -447,7 +463,7 @@ impl Writer {
             let result = backend
                 .lock_spool()
                 .map(|mut spool| {
-                    let result = spool.try_append(&batch.key, batch.lines, &batch.body);
+                    let result = spool.try_append_encoded(&batch.key, batch.lines, encoded);
                     backend.publish_spool_stats(&spool);
                     result
                 })
