@@ -66,6 +66,40 @@ fn metrics_count_requests_lines_and_backend_writes() {
         );
     }
     assert!(metrics.contains("# TYPE fluxgate_backend_retries_total counter"));
+    // Batch sizes: every batch (of at most 3 points here) in the buckets up
+    // from le="10", and as many as the batches counted, their points summed.
+    assert!(metrics.contains("# TYPE fluxgate_backend_batch_points histogram"));
+    for (backend, points) in [("a", 4.0), ("b", 3.0)] {
+        let read = |name: &str| {
+            let prefix = format!("fluxgate_backend_{name}");
+            metric(&metrics, &prefix).unwrap_or_else(|| panic!("{prefix} in\n{metrics}"))
+        };
+        let batches = read(&format!("batches_written_total{{backend=\"{backend}\"}}"));
+        assert!(batches >= 1.0, "{metrics}");
+        for (name, expected) in [
+            (format!("batch_points_sum{{backend=\"{backend}\"}}"), points),
+            (
+                format!("batch_points_count{{backend=\"{backend}\"}}"),
+                batches,
+            ),
+            (
+                format!("batch_points_bucket{{backend=\"{backend}\",le=\"+Inf\"}}"),
+                batches,
+            ),
+            (
+                format!("batch_points_bucket{{backend=\"{backend}\",le=\"10\"}}"),
+                batches,
+            ),
+        ] {
+            assert_eq!(read(&name), expected, "{name} in\n{metrics}");
+        }
+        // le="1" holds the one-point batches: all of them only when there
+        // are as many batches as points.
+        let single = read(&format!(
+            "batch_points_bucket{{backend=\"{backend}\",le=\"1\"}}"
+        ));
+        assert_eq!(single == batches, points == batches, "{metrics}");
+    }
 
     // A client holding its answer finds the request counted, whichever worker
     // answers the scrape.

@@ -202,6 +202,18 @@ pub fn metrics(worker: &Worker) -> Response {
         ),
     ];
     per_backend(&mut m, &backends, &counters);
+    m.family(
+        "fluxgate_backend_batch_points",
+        Kind::Histogram,
+        "Points per batch the backend accepted (live or replayed).",
+    );
+    for b in &backends {
+        m.histogram(
+            "fluxgate_backend_batch_points",
+            &[("backend", &b.name)],
+            &b.batch_points.cumulative(),
+        );
+    }
     if generation.config.spool.is_some() {
         spool_metrics(&mut m, &backends);
     }

@@ -3,6 +3,8 @@
 
 use std::fmt::Write;
 
+use super::sizes::Cumulative;
+
 /// Builds one exposition document.
 #[derive(Debug, Default)]
 pub struct Exposition {
@@ -13,6 +15,7 @@ pub struct Exposition {
 pub enum Kind {
     Counter,
     Gauge,
+    Histogram,
 }
 
 impl Exposition {
@@ -27,6 +30,7 @@ impl Exposition {
         let kind = match kind {
             Kind::Counter => "counter",
             Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
         };
         let _ = writeln!(self.out, "# HELP {name} {help}\n# TYPE {name} {kind}");
     }
@@ -57,6 +61,25 @@ impl Exposition {
         let _ = writeln!(self.out, " {value}");
     }
 
+    /// The samples of one histogram of a `Kind::Histogram` family: a
+    /// `_bucket` per bound (`le`, counts cumulative), the `+Inf` bucket,
+    /// `_sum` and `_count`.
+    pub fn histogram(&mut self, name: &str, labels: &[(&str, &str)], read: &Cumulative) {
+        let bucket = format!("{name}_bucket");
+        let bounds: Vec<(String, u64)> = read
+            .buckets()
+            .map(|(bound, count)| (bound.to_string(), count))
+            .chain([("+Inf".to_owned(), read.count)])
+            .collect();
+        for (bound, count) in &bounds {
+            let mut with_le = labels.to_vec();
+            with_le.push(("le", bound));
+            self.sample(&bucket, &with_le, count);
+        }
+        self.sample(&format!("{name}_sum"), labels, read.sum);
+        self.sample(&format!("{name}_count"), labels, read.count);
+    }
+
     pub fn finish(self) -> String {
         self.out
     }
@@ -65,6 +88,7 @@ impl Exposition {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stats::sizes::BatchSizes;
 
     #[test]
     fn renders_families_and_escaped_labels() {
@@ -88,5 +112,32 @@ mod tests {
              # HELP fluxgate_uptime_seconds Seconds since start.\n# TYPE fluxgate_uptime_seconds counter\n\
              fluxgate_uptime_seconds 42\n"
         );
+    }
+
+    #[test]
+    fn renders_a_histogram_cumulatively_with_sum_and_count() {
+        let sizes = BatchSizes::default();
+        for points in [1, 7, 7, 4000, 200_000] {
+            sizes.record(points);
+        }
+        let mut exposition = Exposition::new();
+        exposition.family("b", Kind::Histogram, "Points per batch.");
+        exposition.histogram("b", &[("backend", "a")], &sizes.cumulative());
+        let text = exposition.finish();
+        let expected = "# HELP b Points per batch.\n# TYPE b histogram\n\
+             b_bucket{backend=\"a\",le=\"1\"} 1\n\
+             b_bucket{backend=\"a\",le=\"10\"} 3\n\
+             b_bucket{backend=\"a\",le=\"100\"} 3\n\
+             b_bucket{backend=\"a\",le=\"500\"} 3\n\
+             b_bucket{backend=\"a\",le=\"1000\"} 3\n\
+             b_bucket{backend=\"a\",le=\"2500\"} 3\n\
+             b_bucket{backend=\"a\",le=\"5000\"} 4\n\
+             b_bucket{backend=\"a\",le=\"10000\"} 4\n\
+             b_bucket{backend=\"a\",le=\"25000\"} 4\n\
+             b_bucket{backend=\"a\",le=\"100000\"} 4\n\
+             b_bucket{backend=\"a\",le=\"+Inf\"} 5\n\
+             b_sum{backend=\"a\"} 204015\n\
+             b_count{backend=\"a\"} 5\n";
+        assert_eq!(text, expected);
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod latency;
 pub mod metrics;
+pub mod sizes;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
@@ -14,6 +15,7 @@ use std::time::Duration;
 
 use crate::log_limit::LogLimit;
 use latency::LatencyHistogram;
+use sizes::BatchSizes;
 
 /// Log lines a backend's events may write per minute (transitions, refusals,
 /// a full spool); beyond, they are counted and reported with the next one.
@@ -167,6 +169,8 @@ pub struct BackendStats {
     pub points_written: AtomicU64,
     pub batches_written: AtomicU64,
     pub bytes_written: AtomicU64,
+    /// Points per batch written (live or replayed).
+    pub batch_points: BatchSizes,
     /// Points the backend refused with a 4xx.
     pub points_rejected: AtomicU64,
     /// Points given up at shutdown because the backend stayed unreachable.
@@ -245,6 +249,7 @@ impl BackendStats {
             points_written: AtomicU64::new(0),
             batches_written: AtomicU64::new(0),
             bytes_written: AtomicU64::new(0),
+            batch_points: BatchSizes::default(),
             points_rejected: AtomicU64::new(0),
             points_lost: AtomicU64::new(0),
             retries: AtomicU64::new(0),

@@ -186,6 +186,7 @@ impl BackendShared {
         stats
             .bytes_written
             .fetch_add(bytes as u64, Ordering::Relaxed);
+        stats.batch_points.record(lines);
     }
 
     /// Counts and logs a backend's refusal; returns it for waiting clients.
