@@ -234,11 +234,14 @@ mod tests {
         let mut pieces = Mapping::carve(len).expect("mapped");
         let taken = pieces.next().expect("a piece");
         let start = taken.as_ptr() as usize;
+        let page = page_size();
         // `msync` fails with ENOMEM on a range with unmapped pages.
         let mapped = |from: usize, len: usize| {
             // SAFETY: msync only reports on the range; MS_ASYNC writes nothing back.
             unsafe { libc::msync((start + from) as *mut libc::c_void, len, libc::MS_ASYNC) == 0 }
         };
+        // Not one page of the piece at `from` is left mapped.
+        let all_gone = |from: usize| (0..span / page).all(|p| !mapped(from + p * page, page));
         assert!(
             mapped(0, count * span),
             "every piece is mapped while carved"
@@ -249,11 +252,21 @@ mod tests {
         // SAFETY: fork has no preconditions; see above for what the child does.
         match unsafe { libc::fork() } {
             0 => {
+                // A panic (a failed munmap asserts) must not unwind into the
+                // test harness, which would exit 0: leave with a code of its own.
+                struct ExitOnUnwind;
+                impl Drop for ExitOnUnwind {
+                    fn drop(&mut self) {
+                        // SAFETY: ends the child at once.
+                        unsafe { libc::_exit(4) }
+                    }
+                }
+                let _unwinding = ExitOnUnwind;
                 drop(pieces);
-                let siblings_gone = (1..count).all(|k| !mapped(k * span, span));
+                let siblings_gone = (1..count).all(|k| all_gone(k * span));
                 let taken_kept = mapped(0, span);
                 drop(taken);
-                let taken_gone = !mapped(0, span);
+                let taken_gone = all_gone(0);
                 let code = [siblings_gone, taken_kept, taken_gone]
                     .iter()
                     .enumerate()
@@ -266,12 +279,26 @@ mod tests {
             -1 => panic!("fork: {}", io::Error::last_os_error()),
             child => {
                 let mut status = 0;
-                // SAFETY: waits for our own child.
-                let waited = unsafe { libc::waitpid(child, &mut status, 0) };
-                assert_eq!(waited, child);
+                // A child stuck (say, in a panic hook's allocation after the
+                // fork) is killed after 10 s rather than hanging the tests.
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+                loop {
+                    // SAFETY: waits for our own child, without blocking.
+                    let waited = unsafe { libc::waitpid(child, &mut status, libc::WNOHANG) };
+                    if waited == child {
+                        break;
+                    }
+                    assert_eq!(waited, 0, "waitpid: {}", io::Error::last_os_error());
+                    if std::time::Instant::now() > deadline {
+                        // SAFETY: our own child, not yet reaped.
+                        unsafe { libc::kill(child, libc::SIGKILL) };
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
                 assert!(libc::WIFEXITED(status), "child status {status}");
                 // 1: a piece not taken left mapped, 2: the taken piece
-                // unmapped with them, 3: the taken piece left mapped.
+                // unmapped with them, 3: the taken piece left mapped, 4: a
+                // panic in the child.
                 assert_eq!(libc::WEXITSTATUS(status), 0);
             }
         }

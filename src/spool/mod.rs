@@ -291,6 +291,9 @@ pub struct Spool {
     skips: VecDeque<(u64, u64)>,
     /// The batch record at `read` whose CRC was checked by the last `peek`.
     checked: Option<RecordHeader>,
+    /// Whether [`Spool::try_append`] deflates (kept apart from `encoder`,
+    /// which is moved out while it works).
+    compress: bool,
     /// For [`Spool::try_append`]; writers bring their own.
     encoder: Encoder,
     decompressor: Decompressor,
@@ -406,6 +409,7 @@ impl Spool {
             oldest_appended_at_ms: walk.oldest_appended_at_ms,
             skips: walk.skips,
             checked: None,
+            compress: options.compress,
             encoder: Encoder::new(options.compress),
             decompressor: Decompressor::new(),
         };
@@ -438,7 +442,7 @@ impl Spool {
     /// Whether bodies appended with [`Spool::try_append`] are compressed: what
     /// an [`Encoder`] for this spool is made with.
     pub fn compresses(&self) -> bool {
-        self.encoder.compress
+        self.compress
     }
 
     /// [`Spool::try_append`] for a body encoded beforehand, outside the lock

@@ -61,6 +61,8 @@ pub type Queue = Sender<Arc<Batch>>;
 pub struct SpoolSlot {
     spool: Mutex<Spool>,
     pub path: PathBuf,
+    /// Whether the spool deflates: what its writers' encoders are made with.
+    pub compress: bool,
     /// Held by the one recovery thread that replays this spool, so a backend
     /// replaced by a reload never has two replayers acknowledging records.
     replayer: Mutex<()>,
@@ -82,6 +84,7 @@ pub struct SpoolSlot {
 impl SpoolSlot {
     pub fn new(spool: Spool, path: PathBuf) -> SpoolSlot {
         SpoolSlot {
+            compress: spool.compresses(),
             spool: Mutex::new(spool),
             path,
             replayer: Mutex::new(()),
@@ -179,6 +182,8 @@ impl BackendShared {
     /// Counts a batch as written.
     pub fn count_written(&self, lines: usize, bytes: usize) {
         let stats = self.stats();
+        // Before the points: whoever sees them written finds the batch's size.
+        stats.batch_points.record(lines);
         stats
             .points_written
             .fetch_add(lines as u64, Ordering::Relaxed);
@@ -186,7 +191,6 @@ impl BackendShared {
         stats
             .bytes_written
             .fetch_add(bytes as u64, Ordering::Relaxed);
-        stats.batch_points.record(lines);
     }
 
     /// Counts and logs a backend's refusal; returns it for waiting clients.
@@ -313,12 +317,7 @@ fn spawn_writer(
         ),
         queue,
         backend: backend.clone(),
-        encoder: Encoder::new(
-            backend
-                .spool
-                .as_ref()
-                .is_some_and(|slot| slot.lock().compresses()),
-        ),
+        encoder: Encoder::new(backend.spool.as_ref().is_some_and(|slot| slot.compress)),
     };
     let running = WriterRunning::new(backend.clone());
     std::thread::Builder::new()
