@@ -1,6 +1,6 @@
 //! Counts of batch sizes in fixed buckets, exposed as a Prometheus histogram:
 //! how full the batches a backend gets are, which decides its write cost.
-//! Recording is three relaxed atomic adds per batch, never per point.
+//! Recording is two relaxed atomic adds per batch, never per point.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
